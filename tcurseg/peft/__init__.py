@@ -1,0 +1,36 @@
+"""Parameter-efficient fine-tuning methods behind one interface (see :mod:`tcurseg.peft.api`)."""
+
+from tcurseg.peft.api import (
+    adapter_info,
+    adapter_state,
+    apply,
+    load_adapter,
+    load_adapter_state,
+    merge,
+    read_adapter,
+    save_adapter,
+    trainable_parameters,
+    trainable_report,
+    unmerge,
+    unwrap,
+)
+from tcurseg.peft.groups import VIT_GROUPS, find_groups
+from tcurseg.peft.registry import METHODS
+
+__all__ = [
+    "METHODS",
+    "VIT_GROUPS",
+    "adapter_info",
+    "adapter_state",
+    "apply",
+    "find_groups",
+    "load_adapter",
+    "load_adapter_state",
+    "merge",
+    "read_adapter",
+    "save_adapter",
+    "trainable_parameters",
+    "trainable_report",
+    "unmerge",
+    "unwrap",
+]

@@ -1,0 +1,41 @@
+"""Whole-volume inference with MONAI's sliding window."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+
+def sliding_window_predict(
+    model: nn.Module,
+    image: torch.Tensor,
+    roi_size: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Logits (B, out_channels, D, H, W), float32, for an image (B, C, D, H, W) of any spatial size.
+
+    Runs ``monai.inferers.sliding_window_inference`` with windows of ``roi_size`` overlapping by ``overlap``,
+    under ``torch.no_grad()`` with the model in eval mode (its previous mode is restored), and under CUDA
+    autocast when ``amp`` is set and ``image`` is on a CUDA device.
+    """
+    if image.ndim != 5:
+        raise ValueError(f"sliding_window_predict expects (B, C, D, H, W), got shape {tuple(image.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(device_type="cuda", enabled=amp and image.is_cuda):
+            logits = sliding_window_inference(
+                inputs=image,
+                roi_size=list(roi_size),
+                sw_batch_size=sw_batch_size,
+                predictor=model,
+                overlap=overlap,
+            )
+    finally:
+        model.train(was_training)
+    return logits.float()

@@ -1,0 +1,81 @@
+"""UNETR factory (MONAI) and the module groups that stay trainable beside an encoder adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from monai.networks.nets import UNETR
+
+PATCH_SIZE = 16
+encoder_prefix = "vit"
+
+CNN_PRESETS: dict[str, list[str]] = {
+    "default": ["encoder1", "encoder2", "encoder3", "encoder4", "decoder5", "decoder4", "decoder3", "decoder2", "out"],
+    "paper": ["decoder2", "decoder3", "decoder4", "decoder5"],
+}
+
+_DEFAULTS: dict[str, Any] = {
+    "feature_size": 16,
+    "hidden_size": 768,
+    "mlp_dim": 3072,
+    "num_heads": 12,
+    "dropout_rate": 0.0,
+    "norm_name": "instance",
+    "res_block": True,
+    "qkv_bias": False,
+}
+
+
+def _get(cfg: Mapping[str, Any], key: str) -> Any:
+    if key in cfg:
+        return cfg[key]
+    if key in _DEFAULTS:
+        return _DEFAULTS[key]
+    raise ValueError(f"model config is missing the required key model.{key}")
+
+
+def build_unetr(cfg: Mapping[str, Any]) -> UNETR:
+    """Build a MONAI UNETR (12 transformer blocks, patch 16) from a dict-like model config.
+
+    Required keys: ``in_channels``, ``out_channels``, ``img_size`` (the roi, 3 ints, each divisible by 16).
+    Optional keys (UNETR-B defaults): ``feature_size`` 16, ``hidden_size`` 768, ``mlp_dim`` 3072,
+    ``num_heads`` 12, ``dropout_rate`` 0.0, ``norm_name`` "instance", ``res_block`` True, ``qkv_bias`` False.
+    Other keys are ignored. Invalid sizes raise ``ValueError``.
+    """
+    img_size = [int(s) for s in _get(cfg, "img_size")]
+    if len(img_size) != 3:
+        raise ValueError(f"model.img_size {img_size} must have 3 entries (D, H, W)")
+    if any(s <= 0 or s % PATCH_SIZE for s in img_size):
+        raise ValueError(
+            f"model.img_size {img_size} must be divisible by the patch size {PATCH_SIZE} in every dimension"
+        )
+    hidden_size = int(_get(cfg, "hidden_size"))
+    num_heads = int(_get(cfg, "num_heads"))
+    if num_heads <= 0 or hidden_size % num_heads:
+        raise ValueError(f"model.hidden_size {hidden_size} must be divisible by model.num_heads {num_heads}")
+    norm_name = _get(cfg, "norm_name")
+    if not isinstance(norm_name, str):
+        norm_name = tuple(norm_name)
+    return UNETR(
+        in_channels=int(_get(cfg, "in_channels")),
+        out_channels=int(_get(cfg, "out_channels")),
+        img_size=img_size,
+        feature_size=int(_get(cfg, "feature_size")),
+        hidden_size=hidden_size,
+        mlp_dim=int(_get(cfg, "mlp_dim")),
+        num_heads=num_heads,
+        norm_name=norm_name,
+        res_block=bool(_get(cfg, "res_block")),
+        dropout_rate=float(_get(cfg, "dropout_rate")),
+        qkv_bias=bool(_get(cfg, "qkv_bias")),
+    )
+
+
+def resolve_cnn_modules(spec: str | Sequence[str]) -> list[str]:
+    """Module-name prefixes that stay trainable: a preset name from ``CNN_PRESETS`` or an explicit list."""
+    if isinstance(spec, str):
+        if spec not in CNN_PRESETS:
+            raise ValueError(f"unknown CNN preset {spec!r}; choose one of {sorted(CNN_PRESETS)} or give a list")
+        return list(CNN_PRESETS[spec])
+    return [str(s) for s in spec]

@@ -1,0 +1,53 @@
+"""LoRA-PT (He et al., t-SVD based adaptation): per frequency slice of D = rfft(W, dim=0), D_k = U_k S_k V_k^H; the
+top-r triplets (U_k[:, :r], S_k[:r], V_k[:, :r]) become trainable (U, V complex except on the real slices; S real),
+the rest is a frozen residual. The frozen top-r part U0 S0 V0^H is
+recomputed from the base (it does not depend on the SVD's phase choice), so the adapter file holds only U, S, V. Written as an update so the model is exactly unchanged at init:
+    dW = irfft_k(U_k diag(S_k) V_k^H - U0_k diag(S0_k) V0_k^H, n=L),
+i.e. half-spectrum factors C = [U, U0], M = diag(S, -S0), R = [V^H; V0^H] of rank 2r.
+Real trainable parameters: L r (m + n) + K r per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from tcurseg.peft.groups import WeightGroup, find_groups
+from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups
+from tcurseg.tensor import spectral_svd
+
+
+class TSVDGroup(SpectralGroup):
+    """The LoRA-PT adapter of one weight group."""
+
+    def __init__(self, group: WeightGroup, rank: int) -> None:
+        super().__init__(group)
+        with torch.no_grad():
+            U0, S0, V0 = spectral_svd(group.stacked_weight().float(), rank)
+        self.register_buffer("U0", U0, persistent=False)
+        self.register_buffer("S0", S0, persistent=False)
+        self.register_buffer("V0", V0, persistent=False)
+        self.U = HalfSpectrumParameter(U0, self.L)
+        self.S = nn.Parameter(S0.clone())
+        self.V = HalfSpectrumParameter(V0, self.L)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        C = torch.cat((self.U(), self.U0), dim=-1)
+        M = torch.diag_embed(torch.cat((self.S, -self.S0), dim=-1).to(C.dtype))
+        R = torch.cat((self.V(), self.V0), dim=-1).mH
+        return C, M, R
+
+
+def inject(model: nn.Module, cfg: Mapping) -> None:
+    rank = int(cfg["rank"])
+    install(model, {g.name: TSVDGroup(g, rank) for g in find_groups(model, cfg["groups"])})
+
+
+def merge(model: nn.Module) -> None:
+    merge_groups(model, 1.0)
+
+
+def unmerge(model: nn.Module) -> None:
+    merge_groups(model, -1.0)

@@ -1,0 +1,131 @@
+"""Shared machinery of the tensor adapters (tCURLoRA, LoRA-PT): a group of L stacked matrices whose update lives in
+the half spectrum, dW = irfft_k(C_k M_k R_k, n=L), applied to each member layer through the real low-rank operators
+of :func:`tcurseg.tensor.lowrank_operators`.
+
+The operators are computed once per forward pass of the whole model (a forward pre-hook on the root opens a pass,
+a forward hook closes it) and shared by all L member layers; outside a model pass (a member called on its own)
+they are recomputed per call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tcurseg.peft.groups import WeightGroup
+from tcurseg.peft.layers import AdaptedLinear, replace_module
+from tcurseg.tensor import apply_lowrank, lowrank_operators, num_slices, real_slice_mask, spectral_delta
+
+
+class HalfSpectrumParameter(nn.Module):
+    """A trainable complex K x ... tensor of the half spectrum of a real L-stack: the slices that are real for every
+    real tensor (k = 0, and k = L/2 for even L) have no imaginary parameter, so the real degrees of freedom are
+    exactly L * prod(...)."""
+
+    def __init__(self, value: torch.Tensor, L: int) -> None:
+        super().__init__()
+        if value.shape[0] != num_slices(L):
+            raise ValueError(f"expected {num_slices(L)} slices for L={L}, got {value.shape[0]}")
+        complex_slices = [k for k, real in enumerate(real_slice_mask(L).tolist()) if not real]
+        index = torch.tensor(complex_slices, dtype=torch.long, device=value.device)
+        self.real = nn.Parameter(value.real.clone().contiguous())
+        self.imag = nn.Parameter(value.imag[index].clone().contiguous())
+        self.register_buffer("complex_slices", index, persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        imag = torch.zeros_like(self.real).index_copy(0, self.complex_slices, self.imag)
+        return torch.complex(self.real, imag)
+
+
+class SpectralGroup(nn.Module):
+    """Base class of a tensor adapter on one :class:`WeightGroup`; subclasses implement :meth:`factors`."""
+
+    def __init__(self, group: WeightGroup) -> None:
+        super().__init__()
+        self.L = group.size
+        self.K = num_slices(self.L)
+        self._group = group
+        self._in_pass = False
+        self._operators: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def weight_group(self) -> WeightGroup:
+        return self._group
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Half-spectrum factors (C: K x m x s, M: K x s x s, R: K x s x n), complex, with dW = irfft(C M R)."""
+        raise NotImplementedError
+
+    def operators(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(down, mix, up) of :func:`lowrank_operators`, cached for the current model forward pass."""
+        if self._operators is not None:
+            return self._operators
+        with torch.autocast(device_type=self._device_type(), enabled=False):
+            ops = lowrank_operators(*self.factors(), self.L)
+        if self._in_pass:
+            self._operators = ops
+        return ops
+
+    def delta(self) -> torch.Tensor:
+        """The materialised update dW (L x m x n, real), for merging."""
+        with torch.autocast(device_type=self._device_type(), enabled=False):
+            return spectral_delta(*self.factors(), self.L)
+
+    def begin_pass(self) -> None:
+        self._in_pass, self._operators = True, None
+
+    def end_pass(self) -> None:
+        self._in_pass, self._operators = False, None
+
+    def _device_type(self) -> str:
+        return next(self._group.modules[0].module.parameters()).device.type
+
+
+class SpectralLinear(AdaptedLinear):
+    """A member layer of a :class:`SpectralGroup`: its rows are the stacked matrices at ``positions``."""
+
+    def __init__(self, base: nn.Linear, group: SpectralGroup, positions: list[int]) -> None:
+        super().__init__(base)
+        self._spectral_group = (group,)
+        self.register_buffer("positions", torch.tensor(positions, device=base.weight.device), persistent=False)
+
+    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
+        down, mix, up = self._spectral_group[0].operators()
+        return apply_lowrank(x, down.to(x.dtype), mix[self.positions].to(x.dtype), up.to(x.dtype))
+
+
+def install(model: nn.Module, groups: dict[str, SpectralGroup]) -> None:
+    """Register the groups under ``model.adapter_groups``, swap every member module for a :class:`SpectralLinear`,
+    and add the root hooks that open and close a forward pass."""
+    model.add_module("adapter_groups", nn.ModuleDict(groups))
+    for group in groups.values():
+        for slots in group.weight_group.modules:
+            layer = SpectralLinear(slots.module, group, slots.positions)
+            replace_module(model, slots.name, layer)
+            slots.module = layer
+
+    def begin(module: nn.Module, args: tuple) -> None:
+        for group in groups.values():
+            group.begin_pass()
+
+    def end(module: nn.Module, args: tuple, output: object) -> None:
+        for group in groups.values():
+            group.end_pass()
+
+    model.register_forward_pre_hook(begin)
+    model.register_forward_hook(end, always_call=True)
+
+
+def spectral_groups(model: nn.Module) -> list[SpectralGroup]:
+    container = getattr(model, "adapter_groups", None)
+    return [g for g in container.values() if isinstance(g, SpectralGroup)] if container is not None else []
+
+
+def merge_groups(model: nn.Module, sign: float) -> None:
+    """W0 += sign * dW for every member of every spectral group (sign 1: merge, -1: unmerge)."""
+    for group in spectral_groups(model):
+        delta = group.delta()
+        for slots in group.weight_group.modules:
+            rows = delta[slots.positions].reshape(-1, delta.shape[-1])
+            layer = slots.module
+            layer.merge_delta(rows) if sign > 0 else layer.unmerge_delta(rows)

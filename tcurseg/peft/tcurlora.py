@@ -1,0 +1,71 @@
+"""tCURLoRA (He et al., MICCAI 2025): tensor CUR low-rank adaptation in the Fourier domain of the stacking mode.
+
+Per group W (L x m x n), D = rfft(W, dim=0) (K = floor(L/2)+1 slices). Columns I and rows J (|I| = |J| = r) are shared
+by all slices; C_k = D_k[:, I], R_k = D_k[J, :] are frozen, and the trainable core dU_k (r x r, zero at init; real for
+the real slices) gives
+    dW = irfft_k(C_k dU_k R_k, n=L),    W_l <- W0_l + dW_l,
+which equals the paper's W0 - C U0 R + C U R with U = U0 + dU, U0 = pinv(D_k[J, I]); U0 cancels and is not stored.
+Real trainable parameters: L * r^2 per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from tcurseg.peft.groups import WeightGroup, find_groups
+from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, spectral_groups
+from tcurseg.tensor import cur_factors, rfft_stack, select_inverse_probability, select_top_norm
+
+SELECTIONS = ("top_norm", "inverse_probability")
+
+
+class TCURGroup(SpectralGroup):
+    """The tCURLoRA adapter of one weight group."""
+
+    def __init__(self, group: WeightGroup, rank: int, selection: str, seed: int) -> None:
+        super().__init__(group)
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown tCURLoRA selection {selection!r}; choose one of {SELECTIONS}")
+        with torch.no_grad():
+            D = rfft_stack(group.stacked_weight().float())
+            if selection == "top_norm":
+                I, J = select_top_norm(D, rank, self.L)
+            else:
+                I, J = select_inverse_probability(D, rank, self.L, torch.Generator().manual_seed(seed))
+        self.register_buffer("col_index", I)
+        self.register_buffer("row_index", J)
+        self.register_buffer("C", torch.empty(0), persistent=False)
+        self.register_buffer("R", torch.empty(0), persistent=False)
+        self.rebuild()
+        self.dU = HalfSpectrumParameter(torch.zeros(self.K, rank, rank, dtype=D.dtype, device=D.device), self.L)
+
+    @torch.no_grad()
+    def rebuild(self) -> None:
+        """C, R from the current (unmerged) base weights and the recorded indices I, J."""
+        D = rfft_stack(self.weight_group.stacked_weight().float())
+        self.C, self.R = cur_factors(D, self.col_index, self.row_index)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.C, self.dU(), self.R
+
+
+def inject(model: nn.Module, cfg: Mapping) -> None:
+    groups = find_groups(model, cfg["groups"])
+    rank, selection, seed = int(cfg["rank"]), cfg.get("selection", "top_norm"), int(cfg.get("seed", 0))
+    install(model, {g.name: TCURGroup(g, rank, selection, seed) for g in groups})
+
+
+def merge(model: nn.Module) -> None:
+    merge_groups(model, 1.0)
+
+
+def unmerge(model: nn.Module) -> None:
+    merge_groups(model, -1.0)
+
+
+def after_load(model: nn.Module) -> None:
+    for group in spectral_groups(model):
+        group.rebuild()
