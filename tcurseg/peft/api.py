@@ -94,6 +94,8 @@ def apply(model: nn.Module, cfg: Mapping) -> nn.Module:
         base_hash = h.hexdigest()
     param_names = {n for n, _ in model.named_parameters()}
     new_buffers = sorted(k for k in model.state_dict() if k not in keys_before and k not in param_names)
+    if method.after_load is not None:
+        model.register_load_state_dict_post_hook(lambda module, incompatible: method.after_load(module))
     setattr(model, ADAPTER_ATTR, AdapterInfo(config["name"], config, base_hash, list(config["trainable_modules"]),
                                              new_buffers))
     return model
@@ -182,9 +184,6 @@ def load_adapter_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], me
     if was_merged:
         unmerge(model)
     model.load_state_dict(dict(tensors), strict=False)
-    hook = get_method(info.method).after_load
-    if hook is not None:
-        hook(model)
     if was_merged:
         merge(model)
 

@@ -24,14 +24,18 @@ class TSVDGroup(SpectralGroup):
 
     def __init__(self, group: WeightGroup, rank: int) -> None:
         super().__init__(group)
-        with torch.no_grad():
-            U0, S0, V0 = spectral_svd(group.stacked_weight().float(), rank)
-        self.register_buffer("U0", U0, persistent=False)
-        self.register_buffer("S0", S0, persistent=False)
-        self.register_buffer("V0", V0, persistent=False)
-        self.U = HalfSpectrumParameter(U0, self.L)
-        self.S = nn.Parameter(S0.clone())
-        self.V = HalfSpectrumParameter(V0, self.L)
+        self.rank = rank
+        for name in ("U0", "S0", "V0"):
+            self.register_buffer(name, torch.empty(0), persistent=False)
+        self.rebuild()
+        self.U = HalfSpectrumParameter(self.U0, self.L)
+        self.S = nn.Parameter(self.S0.clone())
+        self.V = HalfSpectrumParameter(self.V0, self.L)
+
+    @torch.no_grad()
+    def rebuild(self) -> None:
+        """The frozen top-r triplets from the current (unmerged) base weights."""
+        self.U0, self.S0, self.V0 = spectral_svd(self.weight_group.stacked_weight().float(), self.rank)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         C = torch.cat((self.U(), self.U0), dim=-1)

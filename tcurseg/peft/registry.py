@@ -9,6 +9,7 @@ from functools import partial
 from torch import nn
 
 from tcurseg.peft import curlora, lorapt, matrix, selective, tcurlora
+from tcurseg.peft.spectral import rebuild_groups
 
 Hook = Callable[[nn.Module], None]
 
@@ -17,7 +18,7 @@ Hook = Callable[[nn.Module], None]
 class Method:
     """``inject`` adds the trainable parts (everything else is frozen before it runs); ``merge``/``unmerge`` fold the
     update into the base weights and back (None: nothing to merge); ``after_load`` refreshes frozen factors derived
-    from the base weights once recorded adapter tensors have been loaded."""
+    from the base weights after every ``load_state_dict`` of the model (a hook added by ``apply``)."""
 
     inject: Callable[[nn.Module, Mapping], None]
     merge: Hook | None = None
@@ -32,8 +33,8 @@ METHODS: dict[str, Method] = {
     "dora": Method(partial(matrix.inject, variant="dora"), matrix.merge, matrix.unmerge),
     "pissa": Method(partial(matrix.inject, variant="pissa"), matrix.merge, matrix.unmerge),
     "curlora": Method(curlora.inject, curlora.merge, curlora.unmerge, curlora.after_load),
-    "lorapt": Method(lorapt.inject, lorapt.merge, lorapt.unmerge),
-    "tcurlora": Method(tcurlora.inject, tcurlora.merge, tcurlora.unmerge, tcurlora.after_load),
+    "lorapt": Method(lorapt.inject, lorapt.merge, lorapt.unmerge, rebuild_groups),
+    "tcurlora": Method(tcurlora.inject, tcurlora.merge, tcurlora.unmerge, rebuild_groups),
 }
 
 

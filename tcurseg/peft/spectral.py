@@ -52,6 +52,9 @@ class SpectralGroup(nn.Module):
     def weight_group(self) -> WeightGroup:
         return self._group
 
+    def rebuild(self) -> None:
+        """Recompute the frozen factors derived from the (unmerged) base weights, e.g. after a state dict load."""
+
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Half-spectrum factors (C: K x m x s, M: K x s x s, R: K x s x n), complex, with dW = irfft(C M R)."""
         raise NotImplementedError
@@ -119,6 +122,12 @@ def install(model: nn.Module, groups: dict[str, SpectralGroup]) -> None:
 def spectral_groups(model: nn.Module) -> list[SpectralGroup]:
     container = getattr(model, "adapter_groups", None)
     return [g for g in container.values() if isinstance(g, SpectralGroup)] if container is not None else []
+
+
+def rebuild_groups(model: nn.Module) -> None:
+    """Refresh every group's frozen factors from the current base weights (after loading a state dict)."""
+    for group in spectral_groups(model):
+        group.rebuild()
 
 
 def merge_groups(model: nn.Module, sign: float) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tcurseg.peft.groups import WeightGroup, find_groups
-from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, spectral_groups
+from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups
 from tcurseg.tensor import cur_factors, rfft_stack, select_inverse_probability, select_top_norm
 
 SELECTIONS = ("top_norm", "inverse_probability")
@@ -64,8 +64,3 @@ def merge(model: nn.Module) -> None:
 
 def unmerge(model: nn.Module) -> None:
     merge_groups(model, -1.0)
-
-
-def after_load(model: nn.Module) -> None:
-    for group in spectral_groups(model):
-        group.rebuild()

@@ -1,0 +1,86 @@
+"""MONAI dictionary transforms (keys ``image``, ``label``) for training and evaluation.
+
+Label files hold the dataset's original values (``cfg["label_values"]``, e.g. BraTS 0,1,2,4);
+they are mapped to 0..C-1 in that order. Images are z-scored on non-zero voxels per channel,
+as the authors do. Evaluation keeps the whole volume and its MetaTensor metadata, so the
+original affine is available to save predictions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapLabelValued,
+    NormalizeIntensityd,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    SpatialPadd,
+)
+
+AXCODES = "RAS"
+
+
+def num_classes(cfg: Any) -> int:
+    """Number of output classes = len(cfg["label_values"])."""
+    return len(cfg["label_values"])
+
+
+def _label_map(cfg: Any) -> MapLabelValued:
+    values = [int(v) for v in cfg["label_values"]]
+    return MapLabelValued(keys="label", orig_labels=values, target_labels=list(range(len(values))))
+
+
+def _load(cfg: Any, keys: list[str]) -> list:
+    steps = [
+        LoadImaged(keys=keys, image_only=True),
+        EnsureChannelFirstd(keys=keys),
+        Orientationd(keys=keys, axcodes=AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if "label" in keys:
+        steps.append(_label_map(cfg))
+    steps.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
+    return steps
+
+
+def train_transforms(cfg: Any) -> Compose:
+    """Training pipeline: load, RAS, label mapping, z-score, pad, ``num_samples`` foreground-weighted
+    crops of ``roi_size``, flips on 3 axes, intensity scale/shift (0.1). Returns a list of crops per case."""
+    keys = ["image", "label"]
+    roi = [int(s) for s in cfg["roi_size"]]
+    return Compose(
+        [
+            *_load(cfg, keys),
+            SpatialPadd(keys=keys, spatial_size=roi),
+            RandCropByPosNegLabeld(
+                keys=keys,
+                label_key="label",
+                spatial_size=roi,
+                pos=1.0,
+                neg=1.0,
+                num_samples=int(cfg.get("num_samples", 1)),
+                image_key="image",
+                image_threshold=0.0,
+            ),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=1.0),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=1.0),
+            EnsureTyped(keys=keys, track_meta=False),
+        ]
+    )
+
+
+def eval_transforms(cfg: Any, with_label: bool = True) -> Compose:
+    """Evaluation/prediction pipeline: whole volume, same load/RAS/normalisation, metadata kept
+    (``data["image"].affine`` is the RAS affine, ``.meta["original_affine"]`` the file's)."""
+    keys = ["image", "label"] if with_label else ["image"]
+    return Compose([*_load(cfg, keys), EnsureTyped(keys=keys, track_meta=True)])
