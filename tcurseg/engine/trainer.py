@@ -1,0 +1,228 @@
+"""The training loop: Dice+CE loss, AMP on CUDA, sliding-window validation, TensorBoard, atomic checkpoints every N
+epochs and resume from the newest one, optional DDP (one process per device, started by torchrun).
+
+Determinism: the random transforms of sample i in epoch e are seeded with (seed, e, i) and the sample order comes
+from a DistributedSampler seeded with (seed, e), so a resumed run, and a DDP run over the same global batch, see the
+same crops as an uninterrupted single-process run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader
+from monai.losses import DiceCELoss
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from tcurseg import peft
+from tcurseg.data.lists import load_data_list
+from tcurseg.data.transforms import eval_transforms, num_classes, train_transforms
+from tcurseg.engine.checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_atomic
+from tcurseg.engine.distributed import DistInfo, all_reduce_sum, barrier
+from tcurseg.engine.inference import sliding_window_predict
+from tcurseg.engine.metrics import dice_score
+from tcurseg.engine.optim import build_optimizer, build_scheduler
+from tcurseg.engine.runtime import amp_dtype, peak_memory_mb
+from tcurseg.models import build_unetr, load_pretrained, resolve_cnn_modules
+
+log = logging.getLogger(__name__)
+
+
+def model_config(cfg: DictConfig) -> dict:
+    """The UNETR config with the channels of the data set."""
+    return {**OmegaConf.to_container(cfg.model, resolve=True), "in_channels": int(cfg.data.in_channels),
+            "out_channels": num_classes(cfg.data)}
+
+
+def method_config(cfg: DictConfig) -> dict:
+    """The method config with the model's adapter groups and the trainable CNN modules resolved."""
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    method["groups"] = OmegaConf.to_container(cfg.model.adapter_groups, resolve=True)
+    method["trainable_modules"] = resolve_cnn_modules(method.pop("cnn"))
+    return method
+
+
+def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
+    """UNETR, its pretrained weights (``cfg.pretrained``, with a key report) and the fine-tuning method."""
+    model = build_unetr(model_config(cfg))
+    if load_base and cfg.get("pretrained"):
+        report = load_pretrained(model, cfg.pretrained)
+        log.info("pretrained weights: %s", report.summary())
+    peft.apply(model, method_config(cfg))
+    return model
+
+
+class EpochSeeded(Dataset):
+    """A CacheDataset whose random transforms are reseeded per (seed, epoch, index) on every access."""
+
+    def __init__(self, dataset: CacheDataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+        self.dataset.transform.set_random_state(seed=int(state))
+        return self.dataset[index]
+
+
+class Trainer:
+    """Trains ``cfg.method`` on ``cfg.data`` into ``run_dir``; ``fit()`` returns the training summary."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -> None:
+        self.cfg, self.run_dir, self.dist, self.device = cfg, run_dir, dist, device
+        self.tcfg = cfg.train
+        torch.manual_seed(int(cfg.seed))
+        splits = load_data_list(cfg.data.data_list, cfg.data.get("data_root"))
+        self.train_entries, self.val_entries = splits.get("training", []), splits.get("validation", [])
+        if not self.train_entries:
+            raise ValueError(f"{cfg.data.data_list}: the training split is empty")
+        self.model = build_model(cfg).to(device)
+        self.report = peft.trainable_report(self.model)
+        self.params = peft.trainable_parameters(self.model)
+        self.optimizer = build_optimizer(self.params, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, int(self.tcfg.epochs))
+        self.amp = amp_dtype(device, bool(cfg.amp))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                    if dist.enabled else self.model)
+        cache = CacheDataset(self.train_entries, train_transforms(cfg.data), cache_rate=float(self.tcfg.cache_rate),
+                             num_workers=int(self.tcfg.num_workers), progress=False)
+        self.train_set = EpochSeeded(cache, int(cfg.seed))
+        self.start_epoch, self.history = 0, []
+        self.ckpt_dir = run_dir / "checkpoints"
+
+    def _loader(self, epoch: int) -> DataLoader:
+        self.train_set.epoch = epoch
+        sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                     shuffle=True, seed=int(self.cfg.seed))
+        sampler.set_epoch(epoch)
+        return DataLoader(self.train_set, batch_size=int(self.tcfg.batch_size), sampler=sampler,
+                          num_workers=int(self.tcfg.num_workers))
+
+    def _state(self, epoch: int) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
+                "history": self.history, "config": OmegaConf.to_container(self.cfg, resolve=True)}
+
+    def resume(self) -> None:
+        ckpt = latest_checkpoint(self.ckpt_dir) if self.cfg.resume else None
+        if ckpt is None:
+            return
+        state = torch.load(ckpt, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.history = int(state["epoch"]), list(state["history"])
+        log.info("resumed from %s (epoch %d done)", ckpt, self.start_epoch)
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the training set; returns (mean loss, mean seconds per step)."""
+        self.net.train()
+        losses, times = [], []
+        loader = self._loader(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}", disable=None if self.dist.is_main else True,
+                   leave=False, dynamic_ncols=True)
+        for batch in bar:
+            start = time.perf_counter()
+            image, label = batch["image"].to(self.device), batch["label"].to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                loss = self.loss_fn(self.net(image), label)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower optim.lr")
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - start)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        totals = all_reduce_sum(torch.tensor([sum(losses), len(losses)], dtype=torch.float64), self.dist)
+        skip = 1 if len(times) > 1 else 0
+        return float(totals[0] / max(totals[1], 1)), float(np.mean(times[skip:]))
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean foreground Dice (argmax, every class > 0) over this rank's share of the validation list, all ranks."""
+        transform = eval_transforms(self.cfg.data)
+        roi = [int(s) for s in self.cfg.model.img_size]
+        total = torch.zeros(2, dtype=torch.float64)
+        for entry in self.val_entries[self.dist.rank::self.dist.world_size]:
+            data = transform(entry)
+            logits = sliding_window_predict(self.model, data["image"].unsqueeze(0).to(self.device), roi,
+                                            overlap=float(self.cfg.eval.overlap), amp=self.amp is not None)
+            pred = logits.argmax(1)[0].cpu().numpy()
+            truth = data["label"][0].cpu().numpy()
+            scores = [dice_score(pred == c, truth == c) for c in range(1, num_classes(self.cfg.data))]
+            total += torch.tensor([float(np.mean(scores)), 1.0], dtype=torch.float64)
+        total = all_reduce_sum(total, self.dist)
+        return float(total[0] / total[1]) if total[1] else math.nan
+
+    def fit(self) -> dict:
+        self.resume()
+        epochs, val_every, ckpt_every = int(self.tcfg.epochs), int(self.tcfg.val_every), int(self.tcfg.ckpt_every)
+        writer = SummaryWriter(str(self.run_dir / "tb")) if self.dist.is_main else None
+        log.info("method %s: %s", self.report["method"], self.report)
+        started = time.perf_counter()
+        step_times = [h["step_s"] for h in self.history]
+        for epoch in range(self.start_epoch, epochs):
+            loss, step_s = self.train_epoch(epoch)
+            self.scheduler.step()
+            record = {"epoch": epoch + 1, "loss": loss, "step_s": step_s, "lr": self.scheduler.get_last_lr()[0]}
+            if self.val_entries and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
+                record["val_dice"] = self.validate()
+            self.history.append(record)
+            step_times.append(step_s)
+            log.info("epoch %d/%d %s", epoch + 1, epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            if writer is not None:
+                for key, value in record.items():
+                    if key != "epoch":
+                        writer.add_scalar(f"train/{key}", value, epoch + 1)
+            if self.dist.is_main and ((epoch + 1) % ckpt_every == 0 or epoch + 1 == epochs):
+                save_atomic(self._state(epoch + 1), checkpoint_path(self.ckpt_dir, epoch + 1))
+                prune_checkpoints(self.ckpt_dir, keep=int(self.tcfg.keep_checkpoints))
+            barrier(self.dist)
+        if writer is not None:
+            writer.close()
+        summary = {"params": self.report, "epochs": epochs, "train_wall_s": time.perf_counter() - started,
+                   "step_s": float(np.median(step_times)) if step_times else math.nan,
+                   "peak_memory_mb": peak_memory_mb(self.device), "history": self.history}
+        if self.dist.is_main:
+            self.save_final()
+        return summary
+
+    def save_final(self) -> None:
+        """``model.pt`` (state dict after apply + the resolved config, enough to rebuild) and the adapter file."""
+        save_atomic({"model": self.model.state_dict(), "config": OmegaConf.to_container(self.cfg, resolve=True)},
+                    self.run_dir / "model.pt")
+        peft.save_adapter(self.model, self.run_dir / "adapter.safetensors")
+
+
+def load_run_model(model_file: str | Path, cfg: Mapping | None = None) -> tuple[torch.nn.Module, DictConfig]:
+    """Rebuild a trained model from a run's ``model.pt`` (its own config unless ``cfg`` is given)."""
+    path = Path(model_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path}: not a tcurseg model file (expected keys 'model' and 'config')")
+    run_cfg = OmegaConf.create(state["config"] if cfg is None else cfg)
+    model = build_model(run_cfg, load_base=False)
+    model.load_state_dict(state["model"])
+    return model, run_cfg

@@ -1,0 +1,63 @@
+"""Fine-tune (or pretrain) UNETR: ``python -m tcurseg.train +experiment=demo`` and Hydra overrides.
+
+Generates the embedded data when asked, pretrains first when ``pretrained`` is missing and ``pretrain_recipe`` names
+an experiment, trains (resuming from the newest checkpoint in the output dir), then evaluates the test split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from tcurseg.cli import prepare_data, user_errors
+from tcurseg.data.lists import load_data_list
+from tcurseg.engine.distributed import barrier, init_distributed, shutdown
+from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
+from tcurseg.engine.report import write_summary_json
+from tcurseg.engine.runtime import resolve_device
+from tcurseg.engine.trainer import Trainer
+
+log = logging.getLogger("tcurseg.train")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train one experiment into ``run_dir``; returns its summary (also written to ``summary.json``)."""
+    if cfg.pretrained and not Path(cfg.pretrained).is_file() and cfg.get("pretrain_recipe"):
+        log.info("no pretrained weights at %s: running +experiment=%s first", cfg.pretrained, cfg.pretrain_recipe)
+        recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}", f"device={cfg.device}"])
+        run(recipe, Path(recipe.output_dir))
+    dist = init_distributed("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
+    device = resolve_device(cfg.device, dist.local_rank)
+    if dist.is_main:
+        prepare_data(cfg.data, splits=("training", "validation", "test"))
+    barrier(dist)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, run_dir, dist, device)
+    summary = {"run": str(run_dir), "method": cfg.method.name, "device": str(device),
+               "world_size": dist.world_size, **trainer.fit()}
+    if dist.is_main and cfg.evaluate_after:
+        test = load_data_list(cfg.data.data_list, cfg.data.get("data_root")).get("test", [])
+        rows = predict_cases(trainer.model, test, cfg.data, run_dir / "eval", roi=list(cfg.model.img_size),
+                             overlap=float(cfg.eval.overlap), device=device, amp=trainer.amp is not None,
+                             overlays=int(cfg.eval.overlays), with_label=True)
+        evaluation = write_evaluation(rows, {"params": summary["params"], "split": "test"}, run_dir / "eval")
+        summary["test"] = evaluation["regions"]
+        log.info("test split (%d cases), %s:\n%s", len(test), cfg.method.name, format_table(evaluation))
+    if dist.is_main:
+        write_summary_json(summary, run_dir / "summary.json")
+    shutdown(dist)
+    return summary
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
