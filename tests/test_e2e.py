@@ -1,0 +1,285 @@
+"""End to end through the real entry points (``python -m tcurseg.train / evaluate / predict``) in subprocesses.
+
+A tiny UNETR (hidden 48, roi 32^3) on 5 synthetic hippocampus subjects (splits 0.6/0.2/0.2 -> 3 training,
+1 validation, 1 test), 2 epochs. One trained run is shared by the module; the whole file takes ~2-3 min on 2 cores.
+
+  * train (tCURLoRA): run files, parameter split (adapter = L r^2 summed over groups = 72 * 64 for any MONAI UNETR),
+    metrics.csv, predictions in the original (LAS) orientation and affine; evaluate reproduces the Dice; predict
+    reproduces the prediction;
+  * the adapter route of evaluate (base + adapter file): a random base cannot be rebuilt (clear "different base"
+    error); with a saved pretrained base it gives the run's Dice;
+  * resume after SIGKILL gives bit-identical final weights to an uninterrupted run;
+  * bad configuration ends with a clear error, exit code != 0 and no traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+N_SUBJECTS = 5
+RANK = 8
+MODEL = ["model.img_size=[32,32,32]", "model.hidden_size=48", "model.mlp_dim=96", "model.num_heads=4",
+         "model.feature_size=8"]
+TIMEOUT = 300
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("TCURSEG_DEBUG", "HYDRA_FULL_ERROR", "RANK",
+                                                             "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def _cmd(module: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", f"tcurseg.{module}", *overrides]
+
+
+def _run(module: str, *overrides: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_cmd(module, *overrides), cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    if ok:
+        assert proc.returncode == 0, f"{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _data(data_dir: Path) -> list[str]:
+    return ["data=synth_hippo", f"data.synth.out_dir={data_dir}", f"data.data_list={data_dir}/datalist.json",
+            f"data.synth.n_subjects={N_SUBJECTS}"]
+
+
+def _train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["+experiment=demo", *MODEL, *_data(data_dir), "pretrained=null", "pretrain_recipe=null",
+            "train.epochs=2", "train.val_every=1", "train.ckpt_every=1", f"output_dir={out}", "eval.overlays=1",
+            "device=cpu", *extra]
+
+
+def _metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _dice(path: Path) -> dict[tuple[str, str], float]:
+    return {(r["case"], r["region"]): float(r["dice"]) for r in _metrics(path)}
+
+
+def _nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj), np.asarray(img.affine, dtype=np.float64)
+
+
+def _assert_clean_error(proc: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit code != 0, no traceback, one ``tcurseg: error:`` line on stderr naming ``words``; returns that line."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("tcurseg: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert lines[0] == errors[0], proc.stderr  # nothing printed before the error line
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
+
+
+# ----------------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """The tiny synthetic hippocampus set, generated once per module (in-process: same call as the entry points)."""
+    from tcurseg.data import synth
+
+    out = tmp_path_factory.mktemp("e2e") / "hippo"
+    spacing, box = synth.PRESETS["synth_hippo"]
+    synth.ensure_generated("synth_hippo", out, N_SUBJECTS, 0, spacing, box)
+    splits = json.loads((out / "datalist.json").read_text())
+    assert [len(splits[s]) for s in ("training", "validation", "test")] == [3, 1, 1]
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir) -> Path:
+    """One tCURLoRA run (2 epochs), shared by the tests."""
+    out = data_dir.parent / "run"
+    _run("train", *_train_args(data_dir, out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(data_dir) -> Path:
+    """A saved base model: method=full for 1 epoch (no evaluation)."""
+    out = data_dir.parent / "pre"
+    _run("train", *_train_args(data_dir, out, "method=full", "train.epochs=1", "evaluate_after=false"))
+    assert (out / "model.pt").is_file()
+    return out / "model.pt"
+
+
+# -------------------------------------------------------------------------------------------------------------- tests
+def test_train_evaluate_predict(run_dir, data_dir, tmp_path):
+    for rel in ("model.pt", "adapter.safetensors", "checkpoints/ckpt_epoch0002.pt", "summary.json",
+                "eval/metrics.csv", "eval/summary.json", "eval/predictions/sub4.nii.gz", "eval/overlays/sub4.png"):
+        assert (run_dir / rel).is_file(), rel
+    assert any((run_dir / "tb").glob("events.out.tfevents.*"))
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    params = summary["params"]
+    # tCURLoRA trains one r x r core per stacked weight: attn 12 blocks x (3 qkv + out_proj) + mlp1 12 + mlp2 12.
+    assert params["method"] == "tcurlora"
+    assert params["adapter"] == (48 + 12 + 12) * RANK**2 == 4608
+    from tcurseg.models import build_unetr
+    base = build_unetr({"img_size": [32, 32, 32], "hidden_size": 48, "mlp_dim": 96, "num_heads": 4,
+                        "feature_size": 8, "in_channels": 1, "out_channels": 2})
+    cnn = sum(p.numel() for n, p in base.named_parameters() if not n.startswith("vit."))
+    assert params["decoder"] == cnn > 0  # cnn=default: everything outside the ViT trains
+    assert params["trainable"] == params["adapter"] + params["decoder"]
+    assert params["total"] == sum(p.numel() for p in base.parameters()) + params["adapter"]
+    assert summary["epochs"] == 2 and [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and 0.0 <= h["val_dice"] <= 1.0 for h in summary["history"])
+
+    test_cases = [e["id"] for e in json.loads((data_dir / "datalist.json").read_text())["test"]]
+    rows = _metrics(run_dir / "eval" / "metrics.csv")
+    assert [(r["case"], r["region"]) for r in rows] == [(c, "hippocampus") for c in test_cases]
+    for r in rows:
+        assert 0.0 <= float(r["dice"]) <= 1.0 and np.isfinite(float(r["dice"]))
+        assert float(r["hd95"]) >= 0.0  # finite or inf (empty prediction); never negative / nan
+    assert summary["test"]["hippocampus"]["n_cases"] == len(test_cases)
+
+    # The prediction lies on the grid of the input file (synth images are LAS: undoing the RAS reorientation),
+    # holds only label values, and scores on the original grid exactly the Dice of metrics.csv.
+    case = test_cases[0]
+    image, image_affine = _nifti(data_dir / case / f"{case}_img.nii.gz")
+    truth, _ = _nifti(data_dir / case / f"{case}_mask.nii.gz")
+    assert nib.aff2axcodes(image_affine) == ("L", "A", "S")
+    pred, pred_affine = _nifti(run_dir / "eval" / "predictions" / f"{case}.nii.gz")
+    assert pred.shape == image.shape
+    np.testing.assert_array_equal(pred_affine, image_affine)
+    assert set(np.unique(pred).tolist()) <= {0, 1}
+    p, t = pred == 1, truth == 1
+    dice = 2.0 * (p & t).sum() / (p.sum() + t.sum()) if p.sum() + t.sum() else 1.0
+    assert dice == pytest.approx(float(rows[0]["dice"]), abs=1e-6)
+
+    # evaluate run=<run>: same model, same data -> same Dice and same prediction.
+    _run("evaluate", f"run={run_dir}", "device=cpu")
+    evaluated = _dice(run_dir / "eval_test" / "metrics.csv")
+    trained = _dice(run_dir / "eval" / "metrics.csv")
+    assert evaluated.keys() == trained.keys()
+    for key, value in trained.items():
+        assert evaluated[key] == pytest.approx(value, abs=1e-6)
+    eval_pred, eval_affine = _nifti(run_dir / "eval_test" / "predictions" / f"{case}.nii.gz")
+    np.testing.assert_array_equal(eval_pred, pred)
+    np.testing.assert_array_equal(eval_affine, image_affine)
+
+    # predict on one unlabelled image file -> the same prediction, named after the file.
+    out = tmp_path / "pred"
+    _run("predict", f"run={run_dir}", f"input={data_dir / case / f'{case}_img.nii.gz'}", f"out={out}", "device=cpu")
+    written = sorted(p.name for p in (out / "predictions").iterdir())
+    assert written == [f"{case}_img.nii.gz"]
+    predicted, predicted_affine = _nifti(out / "predictions" / f"{case}_img.nii.gz")
+    np.testing.assert_array_equal(predicted, eval_pred)
+    np.testing.assert_array_equal(predicted_affine, image_affine)
+
+
+def test_adapter_route(run_dir, data_dir, pretrained):
+    # The run's base was random (pretrained=null); evaluate does not rebuild that random base, so the adapter file
+    # must be refused by its base hash, in one clear line.
+    proc = _run("evaluate", *MODEL, *_data(data_dir), "pretrained=null", f"adapter={run_dir / 'adapter.safetensors'}",
+                "device=cpu", ok=False)
+    _assert_clean_error(proc, "different base", "adapter.safetensors")
+
+    # With a saved base: fine-tune from it, then evaluate base + adapter file -> the run's Dice.
+    ft = pretrained.parent.parent / "ft"
+    _run("train", *_train_args(data_dir, ft, f"pretrained={pretrained}"))
+    _run("evaluate", *MODEL, *_data(data_dir), f"pretrained={pretrained}", f"adapter={ft / 'adapter.safetensors'}",
+         "device=cpu")
+    trained = _dice(ft / "eval" / "metrics.csv")
+    evaluated = _dice(ft / "eval_test" / "metrics.csv")  # results go next to the adapter file
+    assert evaluated.keys() == trained.keys() and trained
+    for key, value in trained.items():
+        assert evaluated[key] == pytest.approx(value, abs=1e-6)
+
+
+def test_resume_after_kill_is_exact(data_dir):
+    root = data_dir.parent
+    args = lambda out: _train_args(data_dir, out, "train.epochs=4", "evaluate_after=false")  # noqa: E731
+    _run("train", *args(root / "resume_a"))
+
+    out_b = root / "resume_b"
+    proc = subprocess.Popen(_cmd("train", *args(out_b)), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = out_b / "checkpoints" / "ckpt_epoch0002.pt"
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "run B ended before it could be killed after epoch 2"
+        assert target.exists(), "no epoch-2 checkpoint in time"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out_b / "model.pt").exists()
+
+    resumed = _run("train", *args(out_b))
+    assert "resumed from" in resumed.stdout
+
+    a = torch.load(root / "resume_a" / "model.pt", map_location="cpu", weights_only=False)["model"]
+    b = torch.load(out_b / "model.pt", map_location="cpu", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differing, differing[:10]
+    hist_a = json.loads((root / "resume_a" / "summary.json").read_text())["history"]
+    hist_b = json.loads((out_b / "summary.json").read_text())["history"]
+    assert [h["loss"] for h in hist_a] == [h["loss"] for h in hist_b]
+
+
+def test_bad_configuration_errors(run_dir, data_dir, pretrained, tmp_path):
+    base = _train_args(data_dir, tmp_path / "bad", "evaluate_after=false")
+
+    # A config group option that does not exist: Hydra's own error, naming it.
+    proc = _run("train", *base, "method=foo", ok=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "method/foo" in proc.stderr
+
+    # A method name that no registry knows.
+    _assert_clean_error(_run("train", *base, "method.name=foo", ok=False), "unknown method 'foo'")
+
+    # roi not divisible by the ViT patch size.
+    _assert_clean_error(_run("train", *base, "model.img_size=[40,32,32]", ok=False), "divisible", "[40, 32, 32]")
+
+    # Missing pretrained file (and no recipe to make it).
+    _assert_clean_error(_run("train", *base, "pretrained=/nonexistent.pt", ok=False), "not found", "/nonexistent.pt")
+
+    # An adapter trained on another base: the random-base run's adapter onto the saved pretrained base.
+    proc = _run("evaluate", *MODEL, *_data(data_dir), f"pretrained={pretrained}",
+                f"adapter={run_dir / 'adapter.safetensors'}", "device=cpu", ok=False)
+    _assert_clean_error(proc, "different base")
+
+    # A data list naming an image file that does not exist: the check names the file (one problem per line).
+    listed = json.loads((data_dir / "datalist.json").read_text())
+    missing = tmp_path / "sub_missing_img.nii.gz"
+    listed["training"][0]["image"] = str(missing)
+    for split in ("training", "validation", "test"):
+        for entry in listed[split]:
+            for key in ("image", "label"):
+                entry[key] = str((data_dir / entry[key]).resolve())
+    bad_list = tmp_path / "bad_list.json"
+    bad_list.write_text(json.dumps({k: listed[k] for k in ("training", "validation", "test")}))
+    proc = _run("train", *base, "data.synth=null", f"data.data_list={bad_list}", ok=False)
+    first = _assert_clean_error(proc, "dataset check failed (1 problems)")
+    problems = [ln for ln in proc.stderr.splitlines()[1:] if ln.strip()]
+    assert problems == [f"{missing}: file not found"], proc.stderr
+    assert not (tmp_path / "bad" / "model.pt").exists(), first
