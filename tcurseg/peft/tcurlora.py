@@ -37,9 +37,9 @@ class TCURGroup(SpectralGroup):
                 I, J = select_inverse_probability(D, rank, self.L, torch.Generator().manual_seed(seed))
         self.register_buffer("col_index", I)
         self.register_buffer("row_index", J)
-        self.register_buffer("C", torch.empty(0), persistent=False)
-        self.register_buffer("R", torch.empty(0), persistent=False)
-        self.rebuild()
+        C, R = cur_factors(D, I, J)
+        self.register_buffer("C", C, persistent=False)
+        self.register_buffer("R", R, persistent=False)
         self.dU = HalfSpectrumParameter(torch.zeros(self.K, rank, rank, dtype=D.dtype, device=D.device), self.L)
 
     @torch.no_grad()
