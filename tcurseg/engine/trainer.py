@@ -95,7 +95,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, int(self.tcfg.epochs))
         self.amp = amp_dtype(device, bool(cfg.amp))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if dist.enabled else self.model)
         cache = CacheDataset(self.train_entries, train_transforms(cfg.data), cache_rate=float(self.tcfg.cache_rate),
