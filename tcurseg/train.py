@@ -6,6 +6,7 @@ an experiment, trains (resuming from the newest checkpoint in the output dir), t
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -22,6 +23,9 @@ from tcurseg.engine.runtime import resolve_device
 from tcurseg.engine.trainer import Trainer
 
 log = logging.getLogger("tcurseg.train")
+
+if not OmegaConf.has_resolver("rank_zero_only"):
+    OmegaConf.register_new_resolver("rank_zero_only", lambda value: value if os.environ.get("RANK", "0") == "0" else None)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
