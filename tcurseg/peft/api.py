@@ -26,7 +26,6 @@ class AdapterInfo:
     method: str
     config: dict
     base_hash: str | None
-    trainable_modules: list[str]
     new_buffers: list[str] = field(default_factory=list)
     merged: bool = False
 
@@ -96,8 +95,7 @@ def apply(model: nn.Module, cfg: Mapping) -> nn.Module:
     new_buffers = sorted(k for k in model.state_dict() if k not in keys_before and k not in param_names)
     if method.after_load is not None:
         model.register_load_state_dict_post_hook(lambda module, incompatible: method.after_load(module))
-    setattr(model, ADAPTER_ATTR, AdapterInfo(config["name"], config, base_hash, list(config["trainable_modules"]),
-                                             new_buffers))
+    setattr(model, ADAPTER_ATTR, AdapterInfo(config["name"], config, base_hash, new_buffers))
     return model
 
 
@@ -115,7 +113,7 @@ def trainable_report(model: nn.Module) -> dict:
     for name, p in model.named_parameters():
         total += p.numel()
         if p.requires_grad:
-            if _under(name, info.trainable_modules):
+            if _under(name, info.config["trainable_modules"]):
                 decoder += p.numel()
             else:
                 adapter += p.numel()
