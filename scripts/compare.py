@@ -1,68 +1,121 @@
 #!/usr/bin/env python
-"""Compare fine-tuning methods x seeds on one experiment through the same code path, then write a report.
+"""Compare the fine-tuning methods on the embedded benchmark with a protocol that can tell them apart.
 
-    python scripts/compare.py --experiment demo --seeds 0 1 2 --out outputs/compare [--epochs N]
-    python scripts/compare.py --out outputs/compare --report-only      # rebuild the report from the run summaries
+    python scripts/compare.py headline --preset paper     # 8 methods x 3 seeds (rate chosen on validation)
+    python scripts/compare.py headline --preset default
+    python scripts/compare.py subjects                    # Dice vs training subjects (2, 4, 8, 16)
+    python scripts/compare.py ranks                       # Dice vs adapter size (tCURLoRA r, LoRA matched)
+    python scripts/compare.py report                      # rebuild docs/results.md from the run records
+    python scripts/compare.py all                         # all of the above, in that order
 
-Every run is ``tcurseg.train.run`` on the Hydra config ``+experiment=<exp> method=<m> seed=<s>
-output_dir=<out>/<m>/seed<s> [method.rank=<r>] [train.epochs=N] <overrides...>``, each in a fresh process (so the
-peak memory, the process's peak RSS on the CPU, is per run). Same schedule, budget and seeds for every method; no
-per-method tuning. A run whose ``summary.json`` exists is skipped, so an interrupted comparison resumes (and a run
-interrupted mid-training resumes from its newest checkpoint).
+Protocol (docs/design.md, "Comparison protocol"):
+- Every run is ``tcurseg.train.run`` on ``+experiment=demo`` with the same data, epochs, early-stopping rule and
+  seeds; the model evaluated on the test split is the best-validation checkpoint (``model_best.pt``).
+- Each method's own learning rate (``optim.adapter_lr`` for methods that add parameters, ``optim.lr`` for full and
+  decoder-only) is chosen from ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
+  The other seeds then run at the chosen rate.
+- Paired differences per (test subject, seed) against decoder-only and LoRA, with a 95% percentile bootstrap CI; a
+  method beats another only when the CI excludes 0.
 
-Writes ``<out>/results.md`` (command, machine, ranks, a table and an honest comparison of tCURLoRA with decoder-only
-and LoRA generated from the numbers), ``<out>/results.png`` (test Dice vs trainable parameters) and
-``<out>/results.json``.
+Each finished run leaves a small record ``docs/compare/<study>/<preset>/<tag>.json`` (per-case test Dice and HD95,
+validation Dice, parameters, times). A run whose record exists is never run again, and the report is built from the
+records alone, so it can be rebuilt on a machine without ``outputs/``. Run folders go to ``outputs/compare/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import multiprocessing
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+RECORDS = REPO / "docs" / "compare"
+WORK = REPO / "outputs" / "compare"
+REPORT = REPO / "docs" / "results.md"
+
 ALL_METHODS = ("full", "decoder_only", "lora", "dora", "pissa", "curlora", "lorapt", "tcurlora")
+NO_ADAPTER = ("full", "decoder_only")
+NAMES = {"full": "full fine-tuning", "decoder_only": "decoder-only", "lora": "LoRA", "dora": "DoRA",
+         "pissa": "PiSSA", "curlora": "CURLoRA", "lorapt": "LoRA-PT", "tcurlora": "tCURLoRA"}
 # Ranks giving comparable encoder-adapter sizes on the demo's small UNETR (hidden 192, mlp 384, 12 blocks):
 # LoRA / PiSSA r = 1: 27,648; CURLoRA r = 24: 27,648; tCURLoRA r = 20: 28,800; LoRA-PT r = 1: 32,295;
 # DoRA r = 1: 43,776 (LoRA + the magnitudes). r = 1 is the smallest a matrix method can have.
-DEFAULT_RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora": 20}
-NAMES = {"full": "full fine-tuning", "decoder_only": "decoder-only", "lora": "LoRA", "dora": "DoRA",
-         "pissa": "PiSSA", "curlora": "CURLoRA", "lorapt": "LoRA-PT", "tcurlora": "tCURLoRA"}
-RUN_INFO = "compare.json"
+RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora": 20}
+# The learning-rate grid of each method's own rate (validation split, seed 0).
+GRID = {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)}
+SEEDS = (0, 1, 2)
+EPOCHS, PATIENCE = 12, 4          # the budget and early-stopping rule of every run (validation every epoch)
+FULL_SUBJECTS = 32                # training subjects of the demo data set
+CURVE_SUBJECTS = (2, 4, 8, 16)
+CURVE_METHODS = ("decoder_only", "lora", "tcurlora", "full")
+CURVE_SEEDS = (0, 1)
+TCUR_RANKS = (2, 4, 8, 16)
+LORA_RANKS = (1, 2, 4, 8)         # LoRA r = 1 (27,648) is the smallest; r = 2, 4, 8 bracket tCURLoRA r = 16 .. 48
+BOOTSTRAP = 10_000
 
 
-# ----------------------------------------------------------------------------------------------- running the runs
-def run_dir(out: Path, method: str, seed: int) -> Path:
-    return Path(out) / method / f"seed{seed}"
+# ---------------------------------------------------------------------------------------------------- statistics
+def paired_bootstrap(diffs: Sequence[float], n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Mean of paired differences and its 95% percentile bootstrap CI (pairs resampled with replacement).
+
+    Returns {"mean", "lo", "hi", "n", "excludes_zero"}."""
+    d = np.asarray([x for x in diffs if math.isfinite(x)], dtype=np.float64)
+    if d.size == 0:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0, "excludes_zero": False}
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(d.size),
+            "excludes_zero": bool(lo > 0 or hi < 0)}
 
 
-def run_overrides(experiment: str, method: str, seed: int, out: Path, rank: int | None, epochs: int | None,
-                  extra: Sequence[str]) -> list[str]:
-    overrides = [f"+experiment={experiment}", f"method={method}", f"seed={seed}",
-                 f"output_dir={run_dir(out, method, seed)}"]
+def paired_differences(a: Mapping, b: Mapping, metric: str = "dice") -> list[float]:
+    """a[k][metric] - b[k][metric] over the (case, seed) keys both have."""
+    return [a[k][metric] - b[k][metric] for k in sorted(set(a) & set(b))]
+
+
+# ----------------------------------------------------------------------------------------------------- the runs
+def rate_key(method: str) -> str:
+    return "base" if method in NO_ADAPTER else "adapter"
+
+
+def tag(method: str, rank: int | None, lr: float, n_train: int, seed: int) -> str:
+    return f"{method}_r{rank if rank is not None else '-'}_lr{lr:g}_n{n_train}_s{seed}"
+
+
+def overrides(method: str, preset: str, rank: int | None, lr: float, n_train: int, seed: int, run_dir: Path) -> list[str]:
+    """Hydra overrides of one run: the same experiment, budget and stopping rule for every method. With fewer
+    training subjects the epochs (and validation interval) grow so that every run takes the same number of steps."""
+    scale = max(1, FULL_SUBJECTS // n_train)
+    rate = "optim.lr" if method in NO_ADAPTER else "optim.adapter_lr"
+    ov = ["+experiment=demo", f"method={method}", f"seed={seed}", f"output_dir={run_dir}", "resume=true",
+          f"{rate}={lr:g}", f"train.epochs={EPOCHS * scale}", f"train.val_every={scale}", f"train.patience={PATIENCE}",
+          f"train.ckpt_every={scale}", "eval.overlays=0"]
+    if method not in NO_ADAPTER:
+        ov.append(f"method.cnn={preset}")
     if rank is not None:
-        overrides.append(f"method.rank={rank}")
-    if epochs is not None:
-        overrides.append(f"train.epochs={epochs}")
-    return [*overrides, *extra]
+        ov.append(f"method.rank={rank}")
+    if n_train != FULL_SUBJECTS:
+        ov.append(f"train.subjects={n_train}")
+    return ov
 
 
-def _train_one(overrides: list[str], run_path: str) -> None:
-    """Child process: compose the config and train + evaluate one run (logs into the run folder)."""
+def _train_child(ov: list[str], run_path: str) -> None:
     import logging
 
-    import torch
     from hydra import compose, initialize_config_dir
 
     from tcurseg.train import run
@@ -71,316 +124,339 @@ def _train_one(overrides: list[str], run_path: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=[logging.FileHandler(path / "compare.log")], force=True)
-    started = time.perf_counter()
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
-        run(cfg, path)
-    info = {"overrides": overrides, "rank": cfg.method.get("rank"), "wall_s": time.perf_counter() - started,
-            "torch_threads": torch.get_num_threads()}
-    (path / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        run(compose(config_name="config", overrides=ov), path)
 
 
-def train_all(args: argparse.Namespace, ranks: Mapping[str, int]) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    todo = [(m, s) for m in args.methods for s in args.seeds
-            if not (run_dir(args.out, m, s) / "summary.json").is_file()]
-    print(f"{len(todo)} of {len(args.methods) * len(args.seeds)} runs to do", flush=True)
-    for i, (method, seed) in enumerate(todo, 1):
-        overrides = run_overrides(args.experiment, method, seed, args.out, ranks.get(method), args.epochs,
-                                  args.overrides)
-        started = time.perf_counter()
-        print(f"[{i}/{len(todo)}] {method} seed {seed}: {' '.join(overrides)}", flush=True)
-        proc = ctx.Process(target=_train_one, args=(overrides, str(run_dir(args.out, method, seed))))
-        proc.start()
-        proc.join()
-        if proc.exitcode != 0:
-            raise SystemExit(f"run {method} seed {seed} failed (exit {proc.exitcode}); "
-                             f"see {run_dir(args.out, method, seed) / 'compare.log'}")
-        print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
+def _per_case(metrics_csv: Path) -> dict[str, dict]:
+    """{case: {"dice", "hd95"}}, each the mean over the report's regions."""
+    acc: dict[str, list] = defaultdict(list)
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            acc[row["case"]].append((float(row["dice"]), float(row["hd95"])))
+    return {case: {"dice": statistics.fmean(d for d, _ in v), "hd95": statistics.fmean(h for _, h in v)}
+            for case, v in acc.items()}
 
 
-# ---------------------------------------------------------------------------------------------- collecting results
-def _adapter_rank(path: Path) -> int | None:
-    try:
-        from safetensors import safe_open
+def record_from_run(run_path: Path, spec: Mapping, wall_s: float) -> dict:
+    summary = json.loads((run_path / "summary.json").read_text())
+    return {**spec, "params": summary["params"], "best": summary.get("best"), "epochs_run": summary.get("epochs_run"),
+            "stopped_early": summary.get("stopped_early"), "step_s": summary.get("step_s"),
+            "peak_memory_mb": summary.get("peak_memory_mb"), "wall_s": wall_s,
+            "cases": _per_case(run_path / "eval" / "metrics.csv")}
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("tcurseg", "{}"))
-        return meta.get("config", {}).get("rank")
-    except Exception:  # noqa: BLE001 - a missing or foreign file just leaves the rank unknown
+
+def run_spec(study: str, preset: str, method: str, rank: int | None, lr: float, n_train: int, seed: int) -> dict:
+    return {"study": study, "preset": preset, "method": method, "rank": rank, "lr": lr, "rate": rate_key(method),
+            "n_train": n_train, "seed": seed}
+
+
+def record_path(spec: Mapping, root: Path = RECORDS) -> Path:
+    return root / spec["study"] / spec["preset"] / (tag(spec["method"], spec["rank"], spec["lr"], spec["n_train"],
+                                                        spec["seed"]) + ".json")
+
+
+def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dict:
+    """The record of one run: read it if it exists, else train (in a fresh process) and write it."""
+    path = record_path(spec, records)
+    if path.is_file():
+        return json.loads(path.read_text())
+    run_path = work / path.relative_to(records).with_suffix("")
+    ov = overrides(spec["method"], spec["preset"], spec["rank"], spec["lr"], spec["n_train"], spec["seed"], run_path)
+    print(f"run {path.stem} ({spec['study']}, {spec['preset']}): {' '.join(ov)}", flush=True)
+    started = time.perf_counter()
+    proc = multiprocessing.get_context("spawn").Process(target=_train_child, args=(ov, str(run_path)))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"run {path.stem} failed (exit {proc.exitcode}); see {run_path / 'compare.log'}")
+    record = record_from_run(run_path, spec, time.perf_counter() - started)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**record, "overrides": ov}, indent=1) + "\n")
+    print(f"    val {record['best']['val_dice']:.4f}, test {mean_dice(record):.4f}, {record['wall_s']:.0f} s", flush=True)
+    return record
+
+
+def mean_dice(record: Mapping) -> float:
+    return statistics.fmean(c["dice"] for c in record["cases"].values())
+
+
+def chosen_rate(method: str, preset: str, rank: int | None, n_train: int = FULL_SUBJECTS, run: bool = True,
+                records: Path = RECORDS) -> float | None:
+    """The grid rate with the best validation Dice of seed 0 (ties: the smaller rate). Trains the grid when ``run``."""
+    vals = {}
+    for lr in GRID[rate_key(method)]:
+        spec = run_spec("headline", preset, method, rank, lr, n_train, 0)
+        if run:
+            vals[lr] = ensure_run(spec, records)["best"]["val_dice"]
+        elif record_path(spec, records).is_file():
+            vals[lr] = json.loads(record_path(spec, records).read_text())["best"]["val_dice"]
+    if len(vals) < len(GRID[rate_key(method)]):
         return None
+    return max(sorted(vals), key=lambda lr: vals[lr])
 
 
-def load_run(path: Path, method: str, seed: int) -> dict | None:
-    """One run's record from its ``summary.json`` (None if the run has not finished)."""
-    summary_file = path / "summary.json"
-    if not summary_file.is_file():
-        return None
-    summary = json.loads(summary_file.read_text())
-    info = json.loads((path / RUN_INFO).read_text()) if (path / RUN_INFO).is_file() else {}
-    test = summary.get("test") or {}
-    adapter_file = path / "adapter.safetensors"
-    params = summary["params"]
-    return {
-        "method": method,
-        "seed": seed,
-        "rank": info.get("rank", _adapter_rank(adapter_file)),
-        "adapter_params": int(params["adapter"]),
-        "decoder_params": int(params["decoder"]),
-        "trainable_params": int(params["trainable"]),
-        # the per-seed score: mean over the test cases (and over regions when there are several)
-        "dice": statistics.fmean(r["dice_mean"] for r in test.values()) if test else math.nan,
-        "hd95": statistics.fmean(r["hd95_mean"] for r in test.values()) if test else math.nan,
-        "empty_pred": sum(int(r.get("n_empty_pred", 0)) for r in test.values()),
-        "test_cases": sum(int(r.get("n_cases", 0)) for r in test.values()),
-        "step_s": float(summary.get("step_s", math.nan)),
-        "peak_memory_mb": float(summary.get("peak_memory_mb", math.nan)),
-        "adapter_kb": adapter_file.stat().st_size / 1024 if adapter_file.is_file() else math.nan,
-        "wall_s": float(info.get("wall_s", summary.get("train_wall_s", math.nan))),
-        "epochs": summary.get("epochs"),
-    }
-
-
-def collect_runs(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[dict]:
-    records = []
-    for method in methods:
-        for seed in seeds:
-            record = load_run(run_dir(out, method, seed), method, seed)
-            if record is not None:
-                records.append(record)
-    return records
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value) of the finite values."""
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def aggregate(records: Sequence[Mapping], methods: Sequence[str]) -> list[dict]:
-    """One row per method (in ``methods`` order) over its seeds."""
-    rows = []
-    for method in methods:
-        runs = [r for r in records if r["method"] == method]
-        if not runs:
+def headline(preset: str, methods: Sequence[str] = ALL_METHODS, seeds: Sequence[int] = SEEDS) -> None:
+    for method in ["full", "decoder_only", *[m for m in methods if m not in NO_ADAPTER]]:
+        if method not in methods:
             continue
-        dice, dice_std = mean_std([r["dice"] for r in runs])
-        hd95, hd95_std = mean_std([r["hd95"] for r in runs])
-        ranks = sorted({r["rank"] for r in runs if r["rank"] is not None})
-        rows.append({
-            "method": method,
-            "rank": ranks[0] if len(ranks) == 1 else (ranks or None),
-            "seeds": sorted(r["seed"] for r in runs),
-            "adapter_params": runs[0]["adapter_params"],
-            "decoder_params": runs[0]["decoder_params"],
-            "trainable_params": runs[0]["trainable_params"],
-            "dice_mean": dice, "dice_std": dice_std, "hd95_mean": hd95, "hd95_std": hd95_std,
-            "step_s": statistics.median(r["step_s"] for r in runs),
-            "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
-            "adapter_kb": statistics.median(r["adapter_kb"] for r in runs),
-            "wall_s": sum(r["wall_s"] for r in runs if math.isfinite(r["wall_s"])),
-            "empty_pred": sum(r.get("empty_pred", 0) for r in runs),
-            "test_cases": sum(r.get("test_cases", 0) for r in runs),
-        })
+        lr = chosen_rate(method, preset, RANKS.get(method))
+        for seed in seeds:
+            ensure_run(run_spec("headline", preset, method, RANKS.get(method), lr, FULL_SUBJECTS, seed))
+
+
+def subjects_curve(preset: str = "paper") -> None:
+    for seed in CURVE_SEEDS:
+        for n in CURVE_SUBJECTS:
+            for method in CURVE_METHODS:
+                lr = chosen_rate(method, preset, RANKS.get(method))
+                ensure_run(run_spec("subjects", preset, method, RANKS.get(method), lr, n, seed))
+
+
+def ranks_curve(preset: str = "paper") -> None:
+    for seed in CURVE_SEEDS:
+        for method, ranks in (("tcurlora", TCUR_RANKS), ("lora", LORA_RANKS)):
+            lr = chosen_rate(method, preset, RANKS.get(method))
+            for rank in ranks:
+                ensure_run(run_spec("ranks", preset, method, rank, lr, FULL_SUBJECTS, seed))
+
+
+# ------------------------------------------------------------------------------------------------------ the report
+def load_records(root: Path = RECORDS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))]
+
+
+def final_runs(records: Iterable[Mapping], study: str, preset: str) -> dict[str, list[dict]]:
+    """Per method, the runs at the rate chosen on validation (seed 0 grid), for the given study and preset."""
+    records = [r for r in records if r["preset"] == preset]
+    grid = [r for r in records if r["study"] == "headline" and r["seed"] == 0 and r["n_train"] == FULL_SUBJECTS]
+    out: dict[str, list[dict]] = {}
+    for method in ALL_METHODS:
+        vals = {r["lr"]: r["best"]["val_dice"] for r in grid if r["method"] == method and r["rank"] == RANKS.get(method)}
+        if len(vals) < len(GRID[rate_key(method)]):
+            continue
+        lr = max(sorted(vals), key=lambda x: vals[x])
+        out[method] = [r for r in records if r["study"] == study and r["method"] == method and r["lr"] == lr]
+    return out
+
+
+def keyed(runs: Iterable[Mapping]) -> dict[tuple[str, int], dict]:
+    return {(case, r["seed"]): m for r in runs for case, m in r["cases"].items()}
+
+
+def method_rows(runs: Mapping[str, list[dict]]) -> list[dict]:
+    rows = []
+    for method, rs in runs.items():
+        if not rs:
+            continue
+        cases = keyed(rs)
+        dice = [m["dice"] for m in cases.values()]
+        hd = [m["hd95"] for m in cases.values()]
+        rows.append({"method": method, "rank": rs[0]["rank"], "lr": rs[0]["lr"], "seeds": sorted(r["seed"] for r in rs),
+                     "n": len(cases), "adapter": rs[0]["params"]["adapter"], "decoder": rs[0]["params"]["decoder"],
+                     "trainable": rs[0]["params"]["trainable"],
+                     "dice": statistics.fmean(dice), "dice_sd": statistics.stdev(dice) if len(dice) > 1 else 0.0,
+                     "hd95": statistics.fmean(hd), "hd95_sd": statistics.stdev(hd) if len(hd) > 1 else 0.0,
+                     "val": statistics.fmean(r["best"]["val_dice"] for r in rs),
+                     "epochs": statistics.fmean(r["epochs_run"] for r in rs),
+                     "step_s": statistics.median(r["step_s"] for r in rs),
+                     "wall_s": statistics.fmean(r["wall_s"] for r in rs)})
     return rows
 
 
-def compare_sentence(rows: Sequence[Mapping], method: str = "tcurlora", other: str = "decoder_only") -> str:
-    """An honest one-line comparison of the mean test Dice of two methods over seeds."""
-    by = {r["method"]: r for r in rows}
-    if method not in by or other not in by:
-        missing = [NAMES.get(m, m) for m in (method, other) if m not in by]
-        return f"{NAMES.get(method, method)} vs {NAMES.get(other, other)}: no result for {', '.join(missing)}."
-    a, b = by[method], by[other]
-    diff = a["dice_mean"] - b["dice_mean"]
-    spread = max(a["dice_std"], b["dice_std"])
-    n = min(len(a["seeds"]), len(b["seeds"]))
-    if n < 2:
-        verdict = "one seed only, so no spread to judge the difference against"
-    elif abs(diff) <= spread:
-        verdict = "within one std over seeds: no clear difference"
-    else:
-        verdict = f"{'better' if diff > 0 else 'worse'} by more than one std over seeds ({n} seeds, not a significance test)"
-    return (f"{NAMES.get(method, method)} Dice {a['dice_mean']:.3f} ± {a['dice_std']:.3f} vs "
-            f"{NAMES.get(other, other)} {b['dice_mean']:.3f} ± {b['dice_std']:.3f} ({diff:+.3f}, {verdict}).")
+def contrast(runs: Mapping[str, list[dict]], method: str, reference: str) -> dict | None:
+    if method not in runs or reference not in runs or method == reference:
+        return None
+    a, b = keyed(runs[method]), keyed(runs[reference])
+    return {"dice": paired_bootstrap(paired_differences(a, b, "dice")),
+            "hd95": paired_bootstrap(paired_differences(a, b, "hd95"))}
 
 
-# --------------------------------------------------------------------------------------------------- the report
-def machine_info() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return {"cpu": model, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version()}
+def _ci(c: Mapping, digits: int = 3, star: bool = True) -> str:
+    if not c["n"]:
+        return "n/a"
+    mark = " *" if c["excludes_zero"] and star else ""
+    return f"{c['mean']:+.{digits}f} [{c['lo']:+.{digits}f}, {c['hi']:+.{digits}f}]{mark}"
 
 
-def _fmt_int(value: int) -> str:
-    return f"{value:,}"
+def verdict(name: str, other: str, c: Mapping | None) -> str:
+    if c is None:
+        return f"{name} vs {other}: not run yet."
+    d = c["dice"]
+    if d["excludes_zero"]:
+        word = "beats" if d["mean"] > 0 else "is worse than"
+        return (f"{name} {word} {other}: paired Dice difference {_ci(d, star=False)} over {d['n']} (subject, seed) pairs "
+                "(95% bootstrap CI excludes 0).")
+    return (f"{name} does not differ from {other}: paired Dice difference {_ci(d, star=False)} over {d['n']} pairs "
+            "(the 95% CI includes 0).")
 
 
-def _fmt_pm(mean: float, std: float, digits: int) -> str:
-    return "n/a" if not math.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def table(rows: Sequence[Mapping]) -> str:
-    lines = ["| method | rank | adapter params | decoder params | trainable | Dice | HD95 (mm) | step (s) | "
-             "peak mem (MB) | adapter file (KB) | empty preds | seeds |",
-             "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|"]
+def headline_section(records: Sequence[Mapping], preset: str) -> tuple[list[str], dict]:
+    runs = final_runs(records, "headline", preset)
+    rows = method_rows(runs)
+    lines = [f"### CNN preset `{preset}`", ""]
+    if not rows:
+        return [*lines, "Not run yet.", ""], {}
+    lines += ["| method | rank | rate | adapter params | CNN params | test Dice (mean ± sd) | HD95 mm | val Dice | "
+              "epochs | step s | run s | n |", "|---|---|---|---:|---:|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        rank = "-" if r["rank"] is None else str(r["rank"])
-        lines.append(
-            f"| {NAMES.get(r['method'], r['method'])} | {rank} | {_fmt_int(r['adapter_params'])} | "
-            f"{_fmt_int(r['decoder_params'])} | {_fmt_int(r['trainable_params'])} | "
-            f"{_fmt_pm(r['dice_mean'], r['dice_std'], 3)} | {_fmt_pm(r['hd95_mean'], r['hd95_std'], 2)} | "
-            f"{r['step_s']:.3f} | {r['peak_memory_mb']:.0f} | {r['adapter_kb']:.0f} | "
-            f"{r.get('empty_pred', 0)}/{r.get('test_cases', 0)} | "
-            f"{','.join(str(s) for s in r['seeds'])} |")
-    return "\n".join(lines)
+        lines.append(f"| {NAMES[r['method']]} | {r['rank'] if r['rank'] is not None else '-'} | {r['lr']:g} | "
+                     f"{r['adapter']:,} | {r['decoder']:,} | {r['dice']:.3f} ± {r['dice_sd']:.3f} | "
+                     f"{r['hd95']:.2f} ± {r['hd95_sd']:.2f} | {r['val']:.3f} | {r['epochs']:.1f} | {r['step_s']:.2f} | "
+                     f"{r['wall_s']:.0f} | {r['n']} |")
+    lines += ["", "Paired differences (method minus reference) over (test subject, seed), mean [95% bootstrap CI]; "
+              "`*`: the CI excludes 0.", "",
+              "| method | Dice vs decoder-only | Dice vs LoRA | HD95 vs decoder-only (mm) | HD95 vs LoRA (mm) |",
+              "|---|---|---|---|---|"]
+    contrasts = {}
+    for r in rows:
+        vs_dec, vs_lora = contrast(runs, r["method"], "decoder_only"), contrast(runs, r["method"], "lora")
+        contrasts[r["method"]] = {"decoder_only": vs_dec, "lora": vs_lora}
+        cells = [(_ci(c["dice"]) if c else "-", _ci(c["hd95"], 2) if c else "-") for c in (vs_dec, vs_lora)]
+        lines.append(f"| {NAMES[r['method']]} | {cells[0][0]} | {cells[1][0]} | {cells[0][1]} | {cells[1][1]} |")
+    grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
+                   and r["n_train"] == FULL_SUBJECTS), key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
+    lines += ["", "Rate selection (seed 0, validation Dice; the test split plays no part):", "",
+              "| method | " + " | ".join(f"{k} rate" for k in ("grid",)) + " | validation Dice |", "|---|---|---|"]
+    for r in grid:
+        lines.append(f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} |")
+    summary = [verdict(NAMES["full"], NAMES["decoder_only"], contrasts.get("full", {}).get("decoder_only"))]
+    for method in ("tcurlora", "lora"):
+        summary.append(verdict(NAMES[method], NAMES["decoder_only"], contrasts.get(method, {}).get("decoder_only")))
+    summary.append(verdict(NAMES["tcurlora"], NAMES["lora"], contrasts.get("tcurlora", {}).get("lora")))
+    summary.append(verdict(NAMES["tcurlora"], NAMES["full"], contrast(runs, "tcurlora", "full")))
+    widths = [c["dice"]["hi"] - c["dice"]["lo"] for m in contrasts.values() for c in m.values() if c and c["dice"]["n"]]
+    if widths:
+        summary.append(f"CI half-width of the paired Dice differences: median {statistics.median(widths) / 2:.4f}, "
+                       f"max {max(widths) / 2:.4f} (target <= 0.01).")
+    lines += ["", "What this shows:", "", *[f"- {s}" for s in summary], ""]
+    return lines, {"rows": rows, "contrasts": contrasts, "summary": summary}
 
 
-def render_markdown(rows: Sequence[Mapping], meta: Mapping) -> str:
-    machine = meta["machine"]
-    ranks = ", ".join(f"{NAMES.get(r['method'], r['method'])} r = {r['rank']}" for r in rows if r["rank"] is not None)
-    epochs = sorted({e for e in meta.get("epochs", []) if e is not None})
-    lines = [
-        f"# Method comparison: `{meta['experiment']}`",
-        "",
-        f"- Command: `{meta['command']}`",
-        f"- Rebuild this report from the runs: `{meta['report_command']}`",
-        f"- Machine: {machine['cpu']} ({machine['cpu_count']} logical CPUs, torch {machine['torch']} with "
-        f"{machine['torch_threads']} threads{', GPU ' + machine['cuda'] if machine.get('cuda') else ', CPU only'}).",
-        f"- Total wall time of the runs: {meta['total_wall_s'] / 60:.1f} min ({meta['n_runs']} runs; "
-        f"training, validation and test evaluation).",
-        f"- Epochs per run: {', '.join(map(str, epochs)) or 'n/a'}; seeds: {', '.join(map(str, meta['seeds']))}; "
-        "same schedule, optimiser and budget for every method, no per-method tuning.",
-        f"- Ranks: {ranks}. Chosen so the encoder adapters have comparable sizes (about 28k parameters; r = 1 is the "
-        "smallest a matrix method can have, DoRA adds its magnitude vectors); the CNN path (decoder params) trains "
-        "in every method.",
-        "",
-        "## Comparison",
-        "",
-        *[f"- {s}" for s in meta["sentences"]],
-        "",
-        "## Results",
-        "",
-        table(rows),
-        "",
-        "Dice and HD95: mean ± sample std over seeds of each seed's mean over the test cases. Step time: median over "
-        "seeds of the run's median per-epoch mean step time. Empty preds: test cases x seeds with no foreground "
-        "predicted (HD95 is then the volume diagonal). Peak memory: "
-        + ("CUDA max allocated" if machine.get("cuda") else "peak resident set size of the run's process (CPU)")
-        + ", max over seeds. Adapter file: `adapter.safetensors`, which holds every trainable tensor (the decoder "
-        "too) plus the recorded indices.",
-        "",
-        "![Dice vs trainable parameters](results.png)",
-        "",
-    ]
-    return "\n".join(lines)
+def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) -> dict[str, list[tuple]]:
+    """{method: [(x, mean Dice, 95% CI half-width over (subject, seed), runs)]} at each method's chosen rate."""
+    chosen = {m: rs[0]["lr"] for m, rs in final_runs(records, "headline", preset).items() if rs}
+    points: dict[str, list[tuple]] = defaultdict(list)
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        if r["study"] == study and r["preset"] == preset and chosen.get(r["method"]) == r["lr"]:
+            key = r["params"]["adapter"] if x == "adapter" else r["n_train"]
+            groups[(r["method"], key)].append(r)
+    for (method, key), rs in sorted(groups.items()):
+        dice = [m["dice"] for m in keyed(rs).values()]
+        half = 1.96 * statistics.stdev(dice) / math.sqrt(len(dice)) if len(dice) > 1 else 0.0
+        points[method].append((key, statistics.fmean(dice), half, len(rs)))
+    return points
 
 
-def plot(rows: Sequence[Mapping], path: Path, title: str) -> Path:
+def plot_curve(points: Mapping[str, list[tuple]], path: Path, xlabel: str, title: str, log_x: bool) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(6.5, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    markers = "osD^v<>PX*"
-    for i, r in enumerate(rows):
-        if not math.isfinite(r["dice_mean"]):
-            continue
-        ax.errorbar(r["trainable_params"], r["dice_mean"], yerr=r["dice_std"], fmt=markers[i % len(markers)],
-                    capsize=4, markersize=7, alpha=0.85,
-                    label=f"{NAMES.get(r['method'], r['method'])} ({r['trainable_params']:,})")
-    ax.legend(fontsize=7, loc="best")
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (adapter + decoder, log scale)")
-    ax.set_ylabel("test Dice (mean ± std over seeds)")
+    for method, pts in points.items():
+        xs, ys, es = zip(*[(p[0], p[1], p[2]) for p in pts])
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=NAMES[method])
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test Dice (mean, 95% CI)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    return path
 
 
-def write_report(out: Path, records: Sequence[Mapping], methods: Sequence[str], meta: Mapping) -> dict:
-    rows = aggregate(records, methods)
-    sentences = [compare_sentence(rows, "tcurlora", "decoder_only"), compare_sentence(rows, "tcurlora", "lora")]
-    best = max((r for r in rows if math.isfinite(r["dice_mean"])), key=lambda r: r["dice_mean"], default=None)
-    if best is not None:
-        sentences.append(f"Highest mean Dice: {NAMES.get(best['method'], best['method'])} "
-                         f"({best['dice_mean']:.3f} ± {best['dice_std']:.3f}).")
-        if best["dice_mean"] < 0.5:
-            empty = sum(r.get("empty_pred", 0) for r in rows)
-            cases = sum(r.get("test_cases", 0) for r in rows)
-            sentences.append(f"Caution: no method reaches a mean Dice of 0.5 ({empty} of {cases} test predictions "
-                             "empty): at this schedule the models have not learnt the task, so the table does not "
-                             "rank the methods; rerun with more epochs.")
-    meta = {**meta, "sentences": sentences, "total_wall_s": sum(r["wall_s"] for r in rows), "n_runs": len(records),
-            "epochs": [r["epochs"] for r in records]}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(render_markdown(rows, meta))
-    plot(rows, out / "results.png", f"{meta['experiment']}: Dice vs trainable parameters")
-    payload = {**meta, "rows": rows, "runs": list(records)}
-    (out / "results.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+def curve_section(records: Sequence[Mapping], study: str, preset: str, png: Path) -> list[str]:
+    x = "adapter" if study == "ranks" else "n_train"
+    points = curve_points(records, study, preset, x)
+    title = {"subjects": "Dice vs training subjects", "ranks": "Dice vs adapter size"}[study]
+    lines = [f"### {title} (CNN preset `{preset}`)", ""]
+    if not points:
+        return [*lines, "Not run yet.", ""]
+    label = "encoder adapter parameters" if x == "adapter" else "training subjects"
+    plot_curve(points, png, label, title, log_x=True)
+    lines += [f"| method | {label} | test Dice | 95% CI half-width | seeds |", "|---|---:|---|---|---:|"]
+    for method, pts in points.items():
+        for key, mean, half, n in pts:
+            lines.append(f"| {NAMES[method]} | {key:,} | {mean:.3f} | {half:.3f} | {n} |")
+    return [*lines, "", f"![{title}]({png.name})", ""]
+
+
+def machine_info() -> str:
+    cpu = platform.processor() or "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            + (f"GPU {gpu}" if gpu else "no GPU"))
+
+
+def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = "") -> dict:
+    """``docs/results.md`` (+ PNG curves and ``results.json``) from the run records alone."""
+    total = sum(r["wall_s"] for r in records)
+    lines = ["# Results on the embedded benchmark", "",
+             "Generated by `python scripts/compare.py report` from the run records in `docs/compare/` "
+             "(`python scripts/compare.py all` runs what is missing, then writes this page).", "",
+             "## Protocol", "",
+             f"- Machine: {machine_info()}. Runs: {len(records)}, {total / 3600:.2f} h of wall time in all.",
+             "- Task: `+experiment=demo` (fine-tune the UNETR pretrained on `synth_tumor` to `synth_hippo`: "
+             f"{FULL_SUBJECTS} training, 8 validation, 24 test subjects). Every run: the same data, at most {EPOCHS} "
+             f"epochs with validation after each, early stop after {PATIENCE} validations without a better Dice, "
+             "the best-validation checkpoint evaluated on the test split.",
+             f"- Seeds {', '.join(map(str, SEEDS))} for the tables, {', '.join(map(str, CURVE_SEEDS))} for the curves; "
+             "the same seeds and data for every method.",
+             f"- Learning rate: each method's own rate (`optim.adapter_lr` for methods that add parameters, grid "
+             f"{', '.join(f'{v:g}' for v in GRID['adapter'])}, the CNN path at `optim.lr` 1e-3; `optim.lr` for full "
+             f"fine-tuning and decoder-only, grid {', '.join(f'{v:g}' for v in GRID['base'])}) is chosen by the "
+             "best validation Dice of seed 0, as PEFT papers tune their rates. The test split is never used to choose.",
+             f"- Ranks: {', '.join(f'{NAMES[m]} r = {r}' for m, r in RANKS.items())}: encoder adapters of about 28k "
+             "parameters (r = 1 is the smallest a matrix method can have).",
+             "- Paired differences over (test subject, seed) with a 95% percentile bootstrap CI "
+             f"({BOOTSTRAP:,} resamples of the pairs); a method beats another only when the CI excludes 0. "
+             "HD95 in mm (lower is better); an empty prediction scores Dice 0 and HD95 = the volume diagonal.",
+             ""]
+    if recipe:
+        lines += [recipe, ""]
+    payload = {}
+    lines += ["## Headline: 8 methods", ""]
+    for preset in ("paper", "default"):
+        section, payload[preset] = headline_section(records, preset)
+        lines += section
+    lines += ["## Curves", ""]
+    lines += curve_section(records, "subjects", "paper", path.parent / "results_subjects.png")
+    lines += curve_section(records, "ranks", "paper", path.parent / "results_ranks.png")
+    path.write_text("\n".join(lines) + "\n")
+    (path.parent / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return payload
 
 
-# ------------------------------------------------------------------------------------------------------------ main
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--experiment", default="demo")
-    p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--out", type=Path, default=Path("outputs/compare"))
-    p.add_argument("--epochs", type=int, default=None, help="override train.epochs for every run")
-    p.add_argument("--ranks", nargs="*", default=[], metavar="METHOD=R",
-                   help=f"override the per-method ranks (default {DEFAULT_RANKS})")
-    p.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides for every run")
-    p.add_argument("--report-only", action="store_true", help="only rebuild the report from existing summaries")
-    args = p.parse_args(argv)
-    if "decoder_only" not in args.methods:  # the reference every adapter must beat
-        args.methods = ["decoder_only", *args.methods]
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    ranks = dict(DEFAULT_RANKS)
-    for item in args.ranks:
-        method, _, value = item.partition("=")
-        ranks[method] = int(value)
-    command = "python scripts/compare.py " + " ".join(shlex.quote(a) for a in argv)
-    previous = args.out / "results.json"
-    if args.report_only and previous.is_file():
-        command = json.loads(previous.read_text()).get("command", command)  # keep the command that made the runs
-    started = time.perf_counter()
-    if not args.report_only:
-        train_all(args, ranks)
-    records = collect_runs(args.out, args.methods, args.seeds)
-    if not records:
-        raise SystemExit(f"no finished runs under {args.out}")
-    report_argv = [a for a in argv if a not in ("--report-only",)]
-    meta = {"experiment": args.experiment, "command": command,
-            "report_command": "python scripts/compare.py " + " ".join(shlex.quote(a) for a in report_argv)
-            + " --report-only",
-            "machine": machine_info(), "seeds": args.seeds, "methods": args.methods, "ranks": ranks,
-            "extra_overrides": args.overrides, "this_invocation_s": time.perf_counter() - started}
-    write_report(args.out, records, args.methods, meta)
-    print((args.out / "results.md").read_text())
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("study", choices=("headline", "subjects", "ranks", "report", "all"))
+    p.add_argument("--preset", choices=("paper", "default"), default="paper")
+    p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    args = p.parse_args(argv)
+    recipe = (REPO / "docs" / "recipe.md").read_text() if (REPO / "docs" / "recipe.md").is_file() else ""
+    if args.study in ("headline", "all"):
+        for preset in ((args.preset,) if args.study == "headline" else ("paper", "default")):
+            headline(preset, args.methods)
+    if args.study in ("subjects", "all"):
+        subjects_curve(args.preset)
+    if args.study in ("ranks", "all"):
+        ranks_curve(args.preset)
+    write_report(load_records(), recipe=recipe)
+    print(REPORT.read_text())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

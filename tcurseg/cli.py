@@ -34,6 +34,7 @@ def prepare_data(data_cfg: DictConfig, splits: tuple[str, ...]) -> None:
     spec = data_cfg.get("synth")
     if spec:
         spacing, box = synth.PRESETS[spec.task]
-        synth.ensure_generated(spec.task, spec.out_dir, int(spec.n_subjects), int(spec.seed), spacing, box)
+        synth.ensure_generated(spec.task, spec.out_dir, int(spec.n_subjects), int(spec.seed), spacing, box,
+                               splits=tuple(float(f) for f in spec.get("splits", (0.6, 0.2, 0.2))))
     if data_cfg.get("check", True):
         assert_dataset_ok(data_cfg, splits=splits)

@@ -50,7 +50,8 @@ def evaluate(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     out = where / f"eval_{cfg.split}"
     rows = predict_cases(model, entries, data_cfg, out, roi=list(run_cfg.model.img_size),
-                         overlap=float(cfg.eval.overlap), device=device, amp=amp_dtype(device, cfg.amp) is not None,
+                         overlap=float(cfg.eval.overlap), sw_batch_size=int(cfg.eval.sw_batch_size),
+                         device=device, amp=amp_dtype(device, cfg.amp) is not None,
                          overlays=int(cfg.eval.overlays), with_label=True)
     summary = write_evaluation(rows, {"params": peft.trainable_report(model), "split": cfg.split,
                                       "data_list": str(data_cfg.data_list)}, out)

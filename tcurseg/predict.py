@@ -42,7 +42,8 @@ def predict(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     predict_cases(model, entries, run_cfg.data, out, roi=list(run_cfg.model.img_size),
-                  overlap=float(cfg.eval.overlap), device=device, amp=amp_dtype(device, cfg.amp) is not None,
+                  overlap=float(cfg.eval.overlap), sw_batch_size=int(cfg.eval.sw_batch_size),
+                  device=device, amp=amp_dtype(device, cfg.amp) is not None,
                   overlays=int(cfg.eval.overlays), with_label=False)
     log.info("%d predictions written to %s", len(entries), out / "predictions")
     return out

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import hydra
+import torch
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +21,7 @@ from tcurseg.engine.distributed import barrier, init_distributed, shutdown
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
 from tcurseg.engine.report import write_summary_json
 from tcurseg.engine.runtime import resolve_device
-from tcurseg.engine.trainer import Trainer
+from tcurseg.engine.trainer import Trainer, run_model_file
 
 log = logging.getLogger("tcurseg.train")
 
@@ -45,10 +46,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                "world_size": dist.world_size, **trainer.fit()}
     if dist.is_main and cfg.evaluate_after:
         test = load_data_list(cfg.data.data_list, cfg.data.get("data_root")).get("test", [])
+        chosen = run_model_file(run_dir, cfg.evaluate_checkpoint)
+        state = torch.load(chosen, map_location=device, weights_only=False)
+        trainer.model.load_state_dict(state["model"])
+        summary["evaluated"] = {"checkpoint": str(cfg.evaluate_checkpoint), "file": str(chosen.resolve()),
+                                "epoch": state.get("epoch")}
+        log.info("evaluating %s (epoch %s) on the test split", chosen, state.get("epoch"))
         rows = predict_cases(trainer.model, test, cfg.data, run_dir / "eval", roi=list(cfg.model.img_size),
-                             overlap=float(cfg.eval.overlap), device=device, amp=trainer.amp is not None,
+                             overlap=float(cfg.eval.overlap), sw_batch_size=int(cfg.eval.sw_batch_size),
+                             device=device, amp=trainer.amp is not None,
                              overlays=int(cfg.eval.overlays), with_label=True)
-        evaluation = write_evaluation(rows, {"params": summary["params"], "split": "test"}, run_dir / "eval")
+        evaluation = write_evaluation(rows, {"params": summary["params"], "split": "test",
+                                             "evaluated": summary["evaluated"]}, run_dir / "eval")
         summary["test"] = evaluation["regions"]
         log.info("test split (%d cases), %s:\n%s", len(test), cfg.method.name, format_table(evaluation))
     if dist.is_main:

@@ -50,3 +50,71 @@ def test_optimizer_holds_exactly_the_reported_trainable_parameters(method, data_
         assert adapter_names == [] and report["adapter"] == 0
     assert not any(n.startswith("vit.") and p.requires_grad and "lora_" not in n
                    for n, p in trainer.model.named_parameters())
+
+
+def _trainer(data_dir: Path, out: Path, *overrides: str) -> Trainer:
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(config_name="config", overrides=[
+            *TINY, f"data.data_list={data_dir}/datalist.json", f"output_dir={out}", *overrides])
+    return Trainer(cfg, out, DistInfo(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method", ["tcurlora", "lora", "full"])
+def test_per_group_learning_rates_reach_the_optimizer(method, data_dir, tmp_path):
+    trainer = _trainer(data_dir, tmp_path, f"method={method}", "optim.lr=0.001", "optim.adapter_lr=0.02")
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    if method == "full":
+        assert list(groups) == ["base"] and groups["base"]["lr"] == pytest.approx(0.001)
+        return
+    assert groups["adapter"]["lr"] == pytest.approx(0.02) and groups["base"]["lr"] == pytest.approx(0.001)
+    adapter = sorted(names[id(p)] for p in groups["adapter"]["params"])
+    base = [names[id(p)] for p in groups["base"]["params"]]
+    marker = ".dU." if method == "tcurlora" else ".lora_"
+    assert adapter and all(marker in n for n in adapter)
+    assert base and not any(marker in n for n in base) and not any(n.startswith("vit.") for n in base)
+    trainer = _trainer(data_dir, tmp_path / "same", f"method={method}", "optim.lr=0.001")  # adapter_lr null: lr
+    assert all(g["lr"] == pytest.approx(0.001) for g in trainer.optimizer.param_groups)
+
+
+def test_warmup_then_poly():
+    from tcurseg.engine.optim import lr_factor
+
+    assert [lr_factor(e, 10, "poly", 1.0, warmup=2) for e in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8])
+    assert lr_factor(9, 10, "poly", 1.0, warmup=2) == pytest.approx(1 / 8)
+    assert lr_factor(5, 10, "constant", warmup=2) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_factor(5, 10, "cosine")
+
+
+def test_best_checkpoint_and_early_stop(data_dir, tmp_path, monkeypatch):
+    """Validation Dice 0.2, 0.5, 0.3, 0.4: model_best.pt holds epoch 2; patience 2 stops after epoch 4 of 6."""
+    trainer = _trainer(data_dir, tmp_path, "method=tcurlora", "train.epochs=6", "train.val_every=1",
+                       "train.patience=2", "train.ckpt_every=10", "data.num_samples=1")
+    scores = iter([0.2, 0.5, 0.3, 0.4, 0.9, 0.9])
+    monkeypatch.setattr(trainer, "validate", lambda: next(scores))
+    snapshots = {}
+    original = trainer.save_model
+
+    def save_model(path, epoch, val_dice=None):
+        snapshots[(path.name, epoch)] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        original(path, epoch, val_dice)
+
+    monkeypatch.setattr(trainer, "save_model", save_model)
+    summary = trainer.fit()
+    assert summary["epochs_run"] == 4 and summary["stopped_early"] is True
+    assert summary["best"] == {"epoch": 2, "val_dice": 0.5}
+    best = torch.load(tmp_path / "model_best.pt", weights_only=False)
+    last = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert (best["epoch"], best["val_dice"], last["epoch"]) == (2, 0.5, 4)
+    key = "adapter_groups.attn.dU.real"
+    assert torch.equal(best["model"][key], snapshots[("model_best.pt", 2)][key])
+    assert not torch.equal(best["model"][key], last["model"][key])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt_epoch0004.pt"]
+    from tcurseg.engine.trainer import run_model_file
+
+    assert run_model_file(tmp_path, "best").name == "model_best.pt"
+    assert run_model_file(tmp_path, "last").name == "model.pt"
+    assert run_model_file(tmp_path, 4) == tmp_path / "checkpoints" / "ckpt_epoch0004.pt"
+    with pytest.raises(ValueError, match="best, last or an epoch"):
+        run_model_file(tmp_path, "newest")

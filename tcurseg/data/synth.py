@@ -11,7 +11,8 @@ together). Then a random bias field, gamma, blur and Rician noise are applied.
 Tasks:
 - ``synth_hippo``: label 1 = both hippocampi (probability > 50 +- 10), like EADC.
 - ``synth_tumor``: 1-3 irregular lesions painted into the deformed brain, BraTS labels:
-  1 necrotic core (dark), 4 enhancing rim (bright), 2 oedema (mildly bright).
+  1 necrotic core (dark), 4 enhancing rim (bright), 2 oedema (hyperintense like FLAIR oedema: 1.05-1.2x white
+  matter, so that it is not mistaken for normal tissue; version 1 painted it at white-matter intensity in grey matter).
 
 Output: ``out_dir/sub{i}/sub{i}_img.nii.gz`` (float32) and ``sub{i}_mask.nii.gz`` (uint8),
 ``train.txt``/``valid.txt``/``test.txt`` and ``datalist.json`` (relative paths, parameters under
@@ -36,7 +37,7 @@ from tcurseg.data.atlas import HARVARD_OXFORD, MNI_TEMPLATE, atlas_file, harvard
 from tcurseg.data.errors import DataError
 from tcurseg.data.lists import write_data_list
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 TASKS = ("synth_hippo", "synth_tumor")
 LABEL_VALUES = {"synth_hippo": [0, 1], "synth_tumor": [0, 1, 2, 4]}
 REGIONS = {"synth_hippo": {"hippocampus": [1]}, "synth_tumor": {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}}
@@ -182,7 +183,7 @@ def _paint_lesions(rng: np.random.Generator, image: np.ndarray, brain: np.ndarra
         necrotic = _component(inner < necrotic_r, seed) & inside
         enhancing = core & ~necrotic
         img, lab = image[box], label[box]
-        img[oedema] = 0.5 * img[oedema] + 0.6 * white * (1.0 + 0.05 * noise[0][oedema])
+        img[oedema] = 0.2 * img[oedema] + 1.0 * white * (1.0 + 0.05 * noise[0][oedema])
         img[enhancing] = 1.35 * white * (1.0 + 0.08 * noise[1][enhancing])
         img[necrotic] = 0.25 * white * (1.0 + 0.15 * noise[0][necrotic])
         lab[oedema] = 2

@@ -8,6 +8,7 @@ original affine is available to save predictions.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from monai.transforms import (
@@ -18,6 +19,7 @@ from monai.transforms import (
     MapLabelValued,
     NormalizeIntensityd,
     Orientationd,
+    RandAffined,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandScaleIntensityd,
@@ -50,14 +52,23 @@ def _load(cfg: Any, keys: list[str]) -> list:
     return steps
 
 
-def train_transforms(cfg: Any) -> Compose:
-    """Training pipeline: load, RAS, label mapping, z-score, pad, ``num_samples`` foreground-weighted
-    crops of ``roi_size``, flips on 3 axes, intensity scale/shift (0.1). Returns a list of crops per case."""
+def train_transforms(cfg: Any, augment: Any) -> Compose:
+    """Training pipeline: load, RAS, label mapping, z-score, a random rotation (+-``augment.rotate_deg`` per axis) and
+    scaling (+-``augment.scale``) of the whole volume with probability ``augment.affine_prob`` (image linear, label
+    nearest), pad, ``num_samples`` foreground-weighted crops of ``roi_size``, flips along ``augment.flip_axes``
+    (0 = left-right in RAS), intensity scale/shift (+-``augment.intensity``). Returns a list of crops per case."""
     keys = ["image", "label"]
     roi = [int(s) for s in cfg["roi_size"]]
+    angle = math.radians(float(augment["rotate_deg"]))
+    spatial = []
+    if float(augment["affine_prob"]) > 0:
+        spatial.append(RandAffined(keys=keys, prob=float(augment["affine_prob"]), rotate_range=(angle,) * 3,
+                                   scale_range=(float(augment["scale"]),) * 3, mode=("bilinear", "nearest"),
+                                   padding_mode="zeros"))
     return Compose(
         [
             *_load(cfg, keys),
+            *spatial,
             SpatialPadd(keys=keys, spatial_size=roi),
             RandCropByPosNegLabeld(
                 keys=keys,
@@ -69,11 +80,9 @@ def train_transforms(cfg: Any) -> Compose:
                 image_key="image",
                 image_threshold=0.0,
             ),
-            RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
-            RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
-            RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=1.0),
-            RandShiftIntensityd(keys="image", offsets=0.1, prob=1.0),
+            *[RandFlipd(keys=keys, prob=0.5, spatial_axis=int(axis)) for axis in augment["flip_axes"]],
+            RandScaleIntensityd(keys="image", factors=float(augment["intensity"]), prob=1.0),
+            RandShiftIntensityd(keys="image", offsets=float(augment["intensity"]), prob=1.0),
             EnsureTyped(keys=keys, track_meta=False),
         ]
     )

@@ -28,7 +28,7 @@ def to_original_orientation(array: np.ndarray, affine: np.ndarray, original_affi
 
 def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: Mapping, out_dir: Path, *,
                   roi: Sequence[int], overlap: float, device: torch.device, amp: bool, overlays: int,
-                  with_label: bool) -> list[dict]:
+                  with_label: bool, sw_batch_size: int = 4) -> list[dict]:
     """Predict every case; writes ``predictions/<id>.nii.gz`` and ``overlays/<id>.png`` (first ``overlays`` cases)
     under ``out_dir`` and returns metric rows (empty without labels)."""
     values = np.asarray([int(v) for v in data_cfg["label_values"]])
@@ -40,7 +40,8 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
         case = str(entry.get("id", i))
         data = transform(dict(entry))
         image = data["image"]
-        logits = sliding_window_predict(model, image.unsqueeze(0).to(device), roi, overlap=overlap, amp=amp)
+        logits = sliding_window_predict(model, image.unsqueeze(0).to(device), roi, overlap=overlap, amp=amp,
+                                        sw_batch_size=sw_batch_size)
         pred = values[logits.argmax(1)[0].cpu().numpy()]
         affine = image.affine.cpu().numpy()
         original = np.asarray(image.meta["original_affine"], dtype=np.float64)

@@ -37,6 +37,9 @@ from tcurseg.models import build_unetr, load_pretrained, resolve_cnn_modules
 
 log = logging.getLogger(__name__)
 
+LAST_MODEL = "model.pt"
+BEST_MODEL = "model_best.pt"
+
 
 def model_config(cfg: DictConfig) -> dict:
     """The UNETR config with the channels of the data set."""
@@ -86,19 +89,23 @@ class Trainer:
         torch.manual_seed(int(cfg.seed))
         splits = load_data_list(cfg.data.data_list, cfg.data.get("data_root"))
         self.train_entries, self.val_entries = splits.get("training", []), splits.get("validation", [])
+        if self.tcfg.get("subjects"):
+            self.train_entries = self.train_entries[: int(self.tcfg.subjects)]
         if not self.train_entries:
             raise ValueError(f"{cfg.data.data_list}: the training split is empty")
         self.model = build_model(cfg).to(device)
         self.report = peft.trainable_report(self.model)
-        self.params = peft.trainable_parameters(self.model)
-        self.optimizer = build_optimizer(self.params, cfg.optim)
+        self.optimizer = build_optimizer(peft.parameter_groups(self.model), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, int(self.tcfg.epochs))
         self.amp = amp_dtype(device, bool(cfg.amp))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+        # Dice over the whole batch per class (nnU-Net's batch Dice): a class absent from one crop does not add a
+        # loss of ~1 that only vanishing softmax probabilities could remove.
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False,
+                                  batch=bool(self.tcfg.batch_dice))
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if dist.enabled else self.model)
-        cache = CacheDataset(self.train_entries, train_transforms(cfg.data), cache_rate=float(self.tcfg.cache_rate),
+        cache = CacheDataset(self.train_entries, train_transforms(cfg.data, cfg.augment), cache_rate=float(self.tcfg.cache_rate),
                              num_workers=int(self.tcfg.num_workers), progress=False)
         self.train_set = EpochSeeded(cache, int(cfg.seed))
         self.start_epoch, self.history = 0, []
@@ -158,60 +165,109 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean foreground Dice (argmax, every class > 0) over this rank's share of the validation list, all ranks."""
+        """Dice averaged over the report's regions (``data.regions``: TC/WT/ET for BraTS) and the validation cases
+        (this rank's share, then all ranks)."""
         transform = eval_transforms(self.cfg.data)
         roi = [int(s) for s in self.cfg.model.img_size]
+        values = np.asarray([int(v) for v in self.cfg.data.label_values])
+        regions = [list(v) for v in self.cfg.data.regions.values()]
         total = torch.zeros(2, dtype=torch.float64)
         for entry in self.val_entries[self.dist.rank::self.dist.world_size]:
             data = transform(entry)
             logits = sliding_window_predict(self.model, data["image"].unsqueeze(0).to(self.device), roi,
-                                            overlap=float(self.cfg.eval.overlap), amp=self.amp is not None)
-            pred = logits.argmax(1)[0].cpu().numpy()
-            truth = data["label"][0].cpu().numpy()
-            scores = [dice_score(pred == c, truth == c) for c in range(1, num_classes(self.cfg.data))]
+                                            overlap=float(self.cfg.eval.overlap), amp=self.amp is not None,
+                                            sw_batch_size=int(self.cfg.eval.sw_batch_size))
+            pred = values[logits.argmax(1)[0].cpu().numpy()]
+            truth = values[data["label"][0].cpu().numpy().astype(np.int64)]
+            scores = [dice_score(np.isin(pred, r), np.isin(truth, r)) for r in regions]
             total += torch.tensor([float(np.mean(scores)), 1.0], dtype=torch.float64)
         total = all_reduce_sum(total, self.dist)
         return float(total[0] / total[1]) if total[1] else math.nan
 
+    def best_record(self) -> dict | None:
+        """The history record with the highest validation Dice (the earliest of equals), or None."""
+        validated = [h for h in self.history if "val_dice" in h and not math.isnan(h["val_dice"])]
+        return max(validated, key=lambda h: (h["val_dice"], -h["epoch"])) if validated else None
+
+    def _stale_validations(self) -> int:
+        """Validations since the best one (early stopping counts these)."""
+        best = self.best_record()
+        return sum(1 for h in self.history if "val_dice" in h and best is not None and h["epoch"] > best["epoch"])
+
     def fit(self) -> dict:
         self.resume()
         epochs, val_every, ckpt_every = int(self.tcfg.epochs), int(self.tcfg.val_every), int(self.tcfg.ckpt_every)
+        patience = self.tcfg.get("patience")
         writer = SummaryWriter(str(self.run_dir / "tb")) if self.dist.is_main else None
         log.info("method %s: %s", self.report["method"], self.report)
         started = time.perf_counter()
         step_times = [h["step_s"] for h in self.history]
+        stopped_early = patience is not None and self.history and self._stale_validations() >= int(patience)
         for epoch in range(self.start_epoch, epochs):
+            if stopped_early:
+                break
             loss, step_s = self.train_epoch(epoch)
             self.scheduler.step()
-            record = {"epoch": epoch + 1, "loss": loss, "step_s": step_s, "lr": self.scheduler.get_last_lr()[0]}
+            record = {"epoch": epoch + 1, "loss": loss, "step_s": step_s, "lr": self.scheduler.get_last_lr()[-1]}
             if self.val_entries and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
+                best = self.best_record()
                 record["val_dice"] = self.validate()
+                if self.dist.is_main and (best is None or record["val_dice"] > best["val_dice"]):
+                    self.save_model(self.run_dir / BEST_MODEL, epoch + 1, record["val_dice"])
             self.history.append(record)
             step_times.append(step_s)
+            stopped_early = patience is not None and "val_dice" in record and self._stale_validations() >= int(patience)
             log.info("epoch %d/%d %s", epoch + 1, epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
             if writer is not None:
                 for key, value in record.items():
                     if key != "epoch":
                         writer.add_scalar(f"train/{key}", value, epoch + 1)
-            if self.dist.is_main and ((epoch + 1) % ckpt_every == 0 or epoch + 1 == epochs):
+            last = epoch + 1 == epochs or stopped_early
+            if self.dist.is_main and ((epoch + 1) % ckpt_every == 0 or last):
                 save_atomic(self._state(epoch + 1), checkpoint_path(self.ckpt_dir, epoch + 1))
                 prune_checkpoints(self.ckpt_dir, keep=int(self.tcfg.keep_checkpoints))
             barrier(self.dist)
         if writer is not None:
             writer.close()
-        summary = {"params": self.report, "epochs": epochs, "train_wall_s": time.perf_counter() - started,
+        if stopped_early:
+            log.info("early stop after epoch %d: %d validations without a better Dice", self.history[-1]["epoch"],
+                     int(patience))
+        best = self.best_record()
+        summary = {"params": self.report, "epochs": epochs, "epochs_run": self.history[-1]["epoch"] if self.history else 0,
+                   "stopped_early": bool(stopped_early), "train_wall_s": time.perf_counter() - started,
                    "step_s": float(np.median(step_times)) if step_times else math.nan,
+                   "best": {"epoch": best["epoch"], "val_dice": best["val_dice"]} if best else None,
                    "peak_memory_mb": peak_memory_mb(self.device), "history": self.history}
         if self.dist.is_main:
             self.save_final()
         return summary
 
+    def save_model(self, path: Path, epoch: int, val_dice: float | None = None) -> None:
+        """A model file (state dict after apply + the resolved config, enough to rebuild) with its epoch."""
+        save_atomic({"model": self.model.state_dict(), "config": OmegaConf.to_container(self.cfg, resolve=True),
+                     "epoch": epoch, "val_dice": val_dice}, path)
+
     def save_final(self) -> None:
-        """``model.pt`` (state dict after apply + the resolved config, enough to rebuild) and the adapter file."""
-        save_atomic({"model": self.model.state_dict(), "config": OmegaConf.to_container(self.cfg, resolve=True)},
-                    self.run_dir / "model.pt")
+        """``model.pt`` (the last weights) and the adapter file; without validation ``model_best.pt`` is the last."""
+        epoch = self.history[-1]["epoch"] if self.history else 0
+        self.save_model(self.run_dir / LAST_MODEL, epoch)
+        if self.best_record() is None:
+            self.save_model(self.run_dir / BEST_MODEL, epoch)
         peft.save_adapter(self.model, self.run_dir / "adapter.safetensors")
+
+
+def run_model_file(run_dir: str | Path, checkpoint: str | int = "best") -> Path:
+    """The weights of a run to use: ``best`` (``model_best.pt``, highest validation Dice), ``last`` (``model.pt``)
+    or an epoch number (``checkpoints/ckpt_epochNNNN.pt``, if it was kept)."""
+    run_dir = Path(run_dir)
+    if str(checkpoint) == "best":
+        return run_dir / BEST_MODEL
+    if str(checkpoint) == "last":
+        return run_dir / LAST_MODEL
+    if str(checkpoint).isdigit():
+        return checkpoint_path(run_dir / "checkpoints", int(checkpoint))
+    raise ValueError(f"checkpoint={checkpoint!r}: use best, last or an epoch number")
 
 
 def load_run_model(model_file: str | Path, cfg: Mapping | None = None) -> tuple[torch.nn.Module, DictConfig]:

@@ -27,6 +27,7 @@ class AdapterInfo:
     config: dict
     base_hash: str | None
     new_buffers: list[str] = field(default_factory=list)
+    new_parameters: list[str] = field(default_factory=list)
     merged: bool = False
 
 
@@ -93,15 +94,29 @@ def apply(model: nn.Module, cfg: Mapping) -> nn.Module:
         base_hash = h.hexdigest()
     param_names = {n for n, _ in model.named_parameters()}
     new_buffers = sorted(k for k in model.state_dict() if k not in keys_before and k not in param_names)
+    new_parameters = sorted(n for n, p in model.named_parameters() if id(p) not in names_before)
     if method.after_load is not None:
         model.register_load_state_dict_post_hook(lambda module, incompatible: method.after_load(module))
-    setattr(model, ADAPTER_ATTR, AdapterInfo(config["name"], config, base_hash, new_buffers))
+    setattr(model, ADAPTER_ATTR, AdapterInfo(config["name"], config, base_hash, new_buffers, new_parameters))
     return model
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters an optimizer must update: exactly those with requires_grad."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """The trainable parameters split for the optimiser: ``adapter`` (parameters the method added: LoRA factors,
+    tCURLoRA cores, DoRA magnitudes, ...) and ``base`` (trainable weights of the original network: the CNN path, or
+    every weight for ``full``). Empty groups are kept, so callers can index both."""
+    model = unwrap(model)
+    added = set(adapter_info(model).new_parameters)
+    groups: dict[str, list[nn.Parameter]] = {"adapter": [], "base": []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups["adapter" if name in added else "base"].append(p)
+    return groups
 
 
 def trainable_report(model: nn.Module) -> dict:
