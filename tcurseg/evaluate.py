@@ -18,7 +18,7 @@ from tcurseg.cli import prepare_data, user_errors
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
 from tcurseg.engine.runtime import amp_dtype, resolve_device
-from tcurseg.engine.trainer import load_run_model, model_config
+from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
 from tcurseg.models import build_unetr, load_pretrained
 
 log = logging.getLogger("tcurseg.evaluate")
@@ -27,7 +27,7 @@ log = logging.getLogger("tcurseg.evaluate")
 def load_model(cfg: DictConfig) -> tuple[torch.nn.Module, DictConfig, Path]:
     """(model, the config it was trained with, the folder results go to) from ``run`` or ``adapter``."""
     if cfg.run:
-        model, run_cfg = load_run_model(Path(cfg.run) / "model.pt")
+        model, run_cfg = load_run_model(run_model_file(cfg.run, cfg.checkpoint))
         return model, run_cfg, Path(cfg.run)
     if cfg.adapter:
         model = build_unetr(model_config(cfg))
@@ -53,9 +53,11 @@ def evaluate(cfg: DictConfig) -> dict:
                          overlap=float(cfg.eval.overlap), sw_batch_size=int(cfg.eval.sw_batch_size),
                          device=device, amp=amp_dtype(device, cfg.amp) is not None,
                          overlays=int(cfg.eval.overlays), with_label=True)
+    evaluated = {"checkpoint": str(cfg.checkpoint), "file": str(run_model_file(cfg.run, cfg.checkpoint).resolve())
+                 } if cfg.run else {"adapter": str(Path(cfg.adapter).resolve())}
     summary = write_evaluation(rows, {"params": peft.trainable_report(model), "split": cfg.split,
-                                      "data_list": str(data_cfg.data_list)}, out)
-    log.info("%s (%d cases) -> %s\n%s", cfg.split, len(entries), out, format_table(summary))
+                                      "data_list": str(data_cfg.data_list), "evaluated": evaluated}, out)
+    log.info("%s (%d cases, %s) -> %s\n%s", cfg.split, len(entries), evaluated, out, format_table(summary))
     return summary
 
 

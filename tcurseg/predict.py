@@ -15,7 +15,7 @@ from tcurseg.data.errors import DataError
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.evaluator import predict_cases
 from tcurseg.engine.runtime import amp_dtype, resolve_device
-from tcurseg.engine.trainer import load_run_model
+from tcurseg.engine.trainer import load_run_model, run_model_file
 
 log = logging.getLogger("tcurseg.predict")
 
@@ -37,7 +37,7 @@ def input_entries(source: str | Path) -> list[dict]:
 
 
 def predict(cfg: DictConfig) -> Path:
-    model, run_cfg = load_run_model(Path(cfg.run) / "model.pt")
+    model, run_cfg = load_run_model(run_model_file(cfg.run, cfg.checkpoint))
     entries = input_entries(cfg.input)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)

@@ -20,6 +20,7 @@ from tcurseg.data.lists import load_data_list
 from tcurseg.engine.distributed import barrier, init_distributed, shutdown
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
 from tcurseg.engine.report import write_summary_json
+from tcurseg.engine.runconfig import fresh_dir
 from tcurseg.engine.runtime import resolve_device
 from tcurseg.engine.trainer import Trainer, run_model_file
 
@@ -40,6 +41,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if dist.is_main:
         prepare_data(cfg.data, splits=("training", "validation", "test"))
     barrier(dist)
+    if not cfg.resume:
+        fresh = fresh_dir(run_dir)
+        if fresh != run_dir:
+            log.info("resume=false: %s holds another run, training into %s", run_dir, fresh)
+            run_dir = fresh
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir, dist, device)
     summary = {"run": str(run_dir), "method": cfg.method.name, "device": str(device),

@@ -49,7 +49,8 @@ def test_every_method_gets_the_same_budget(compare, tmp_path):
     assert "optim.adapter_lr=0.01" in lora and "method.cnn=paper" in lora and "method.rank=1" in lora
     assert "optim.lr=0.001" in full and not any(o.startswith(("method.cnn", "method.rank")) for o in full)
     few = compare.overrides("lora", "paper", 1, 0.01, 4, 0, tmp_path)  # 4 subjects: 8x the epochs, same steps
-    assert f"train.epochs={compare.EPOCHS * 8}" in few and "train.val_every=8" in few and "train.subjects=4" in few
+    assert f"train.epochs={compare.EPOCHS * 8}" in few and f"train.val_every={compare.VAL_EVERY * 8}" in few
+    assert "train.subjects=4" in few
 
 
 def _record(compare, method, lr, seed, val, test, study="headline", preset="paper", n_train=32, adapter=100):
@@ -60,7 +61,11 @@ def _record(compare, method, lr, seed, val, test, study="headline", preset="pape
             "peak_memory_mb": 900.0, "wall_s": 60.0, "cases": cases}
 
 
-def test_rate_chosen_on_validation_never_on_test(compare):
+TWO_POINT_GRID = {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)}
+
+
+def test_rate_chosen_on_validation_never_on_test(compare, monkeypatch):
+    monkeypatch.setattr(compare, "GRID", TWO_POINT_GRID)
     base = [0.80, 0.82, 0.84, 0.86]
     records = []
     for method in compare.ALL_METHODS:
@@ -79,7 +84,8 @@ def test_rate_chosen_on_validation_never_on_test(compare):
     assert rows["lora"]["dice"] == pytest.approx(0.83) and rows["lora"]["n"] == 12
 
 
-def test_report_says_who_beats_whom(compare, tmp_path):
+def test_report_says_who_beats_whom(compare, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "GRID", TWO_POINT_GRID)
     rng = np.random.default_rng(0)
     truth = rng.uniform(0.7, 0.9, 24)
     shift = {"decoder_only": 0.0, "full": 0.05, "lora": 0.0, "tcurlora": 0.03}

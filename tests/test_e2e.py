@@ -59,7 +59,7 @@ def _run(module: str, *overrides: str, ok: bool = True) -> subprocess.CompletedP
 
 def _data(data_dir: Path) -> list[str]:
     return ["data=synth_hippo", f"data.synth.out_dir={data_dir}", f"data.data_list={data_dir}/datalist.json",
-            f"data.synth.n_subjects={N_SUBJECTS}"]
+            f"data.synth.n_subjects={N_SUBJECTS}", "data.synth.splits=[0.6,0.2,0.2]"]
 
 
 def _train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:

@@ -118,3 +118,20 @@ def test_best_checkpoint_and_early_stop(data_dir, tmp_path, monkeypatch):
     assert run_model_file(tmp_path, 4) == tmp_path / "checkpoints" / "ckpt_epoch0004.pt"
     with pytest.raises(ValueError, match="best, last or an epoch"):
         run_model_file(tmp_path, "newest")
+
+
+def test_reinitialised_head_trains_under_the_paper_preset(data_dir, tmp_path):
+    """Pretrained on 4 classes, fine-tuned on 2: the fresh output head trains although `paper` lists decoder2-5 only."""
+    from tcurseg.models import build_unetr
+
+    source = build_unetr({"img_size": [32, 32, 32], "hidden_size": 48, "mlp_dim": 96, "num_heads": 4,
+                          "feature_size": 8, "in_channels": 1, "out_channels": 4})
+    torch.save(source.state_dict(), tmp_path / "pretrained.pt")
+    overrides = ["method=tcurlora", "method.cnn=paper", f"pretrained={tmp_path / 'pretrained.pt'}"]
+    trainer = _trainer(data_dir, tmp_path / "run", *overrides)
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert {"out.conv.conv.weight", "out.conv.conv.bias"} <= trainable
+    assert not any(n.startswith(("encoder1.", "encoder2.")) for n in trainable)
+    assert any(n.startswith("decoder2.") for n in trainable)
+    loaded = trainer.model.state_dict()
+    assert torch.equal(loaded["decoder2.transp_conv.conv.weight"], source.state_dict()["decoder2.transp_conv.conv.weight"])

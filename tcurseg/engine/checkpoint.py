@@ -10,6 +10,14 @@ from pathlib import Path
 import torch
 
 _PATTERN = re.compile(r"^ckpt_epoch(\d{4,})\.pt$")
+FILE_MODE = 0o644
+"""Checkpoints and model files are readable by the group and others (mkstemp alone would leave 0600)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
@@ -25,6 +33,7 @@ def save_atomic(obj: object, path: str | Path) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
+        os.chmod(fd, FILE_MODE & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

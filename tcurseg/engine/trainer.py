@@ -32,6 +32,7 @@ from tcurseg.engine.distributed import DistInfo, all_reduce_sum, barrier
 from tcurseg.engine.inference import sliding_window_predict
 from tcurseg.engine.metrics import dice_score
 from tcurseg.engine.optim import build_optimizer, build_scheduler
+from tcurseg.engine.runconfig import check_same_run, stored_config, training_config
 from tcurseg.engine.runtime import amp_dtype, peak_memory_mb
 from tcurseg.models import build_unetr, load_pretrained, resolve_cnn_modules
 
@@ -58,10 +59,18 @@ def method_config(cfg: DictConfig) -> dict:
 def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
     """UNETR, its pretrained weights (``cfg.pretrained``, with a key report) and the fine-tuning method."""
     model = build_unetr(model_config(cfg))
+    method = method_config(cfg)
     if load_base and cfg.get("pretrained"):
         report = load_pretrained(model, cfg.pretrained)
         log.info("pretrained weights: %s", report.summary())
-    peft.apply(model, method_config(cfg))
+        # a module the checkpoint did not fit (the output head of a task with other classes) is freshly initialised:
+        # it must train, whatever the CNN preset says
+        fresh = sorted({key.rsplit(".", 1)[0] for key in report.mismatched})
+        fresh = [m for m in fresh if not any(m == t or m.startswith(t + ".") for t in method["trainable_modules"])]
+        if fresh:
+            log.info("training the re-initialised modules too: %s", ", ".join(fresh))
+            method["trainable_modules"] += fresh
+    peft.apply(model, method)
     return model
 
 
@@ -122,13 +131,15 @@ class Trainer:
     def _state(self, epoch: int) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
-                "history": self.history, "config": OmegaConf.to_container(self.cfg, resolve=True)}
+                "history": self.history, "config": stored_config(self.cfg),
+                "training_config": training_config(self.cfg)}
 
     def resume(self) -> None:
         ckpt = latest_checkpoint(self.ckpt_dir) if self.cfg.resume else None
         if ckpt is None:
             return
         state = torch.load(ckpt, map_location=self.device, weights_only=False)
+        check_same_run(state.get("training_config"), training_config(self.cfg), self.run_dir)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -245,8 +256,8 @@ class Trainer:
 
     def save_model(self, path: Path, epoch: int, val_dice: float | None = None) -> None:
         """A model file (state dict after apply + the resolved config, enough to rebuild) with its epoch."""
-        save_atomic({"model": self.model.state_dict(), "config": OmegaConf.to_container(self.cfg, resolve=True),
-                     "epoch": epoch, "val_dice": val_dice}, path)
+        save_atomic({"model": self.model.state_dict(), "config": stored_config(self.cfg),
+                     "training_config": training_config(self.cfg), "epoch": epoch, "val_dice": val_dice}, path)
 
     def save_final(self) -> None:
         """``model.pt`` (the last weights) and the adapter file; without validation ``model_best.pt`` is the last."""

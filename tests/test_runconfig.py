@@ -1,0 +1,73 @@
+"""A run folder is resumed only by the same training configuration; stored paths are absolute; files are 0644."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tcurseg.engine.checkpoint import save_atomic
+from tcurseg.engine.runconfig import check_same_run, differences, fresh_dir, stored_config, training_config
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(config_name="config", overrides=["+experiment=demo", *overrides])
+
+
+def test_training_config_ignores_what_does_not_change_the_weights():
+    base = training_config(_cfg())
+    same = training_config(_cfg("device=cpu", "train.num_workers=4", "eval.overlap=0.25", "resume=false",
+                                "output_dir=/elsewhere", "train.ckpt_every=3", "evaluate_checkpoint=last"))
+    assert base == same
+    other = training_config(_cfg("seed=1", "optim.lr=0.01", "method.rank=4"))
+    assert differences(base, other) == ["method.rank: 8 -> 4", "method.seed: 0 -> 1", "optim.lr: 0.001 -> 0.01",
+                                        "seed: 0 -> 1"]
+    assert base["pretrained"] == str(Path("outputs/demo_pretrain/model_best.pt").resolve())
+    assert "method.name: tcurlora -> lora" in differences(base, training_config(_cfg("method=lora")))
+
+
+def test_another_configuration_is_refused_in_one_line(tmp_path):
+    base = training_config(_cfg())
+    check_same_run(base, dict(base), tmp_path)
+    with pytest.raises(ValueError) as err:
+        check_same_run(base, training_config(_cfg("seed=1", "optim.lr=0.01")), tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path) in message
+    assert "optim.lr: 0.001 -> 0.01" in message and "seed: 0 -> 1" in message
+    assert "resume=false starts a fresh folder, or choose another run_name" in message
+    with pytest.raises(ValueError, match="without a recorded configuration"):
+        check_same_run(None, base, tmp_path)
+
+
+def test_fresh_dir_never_reuses_a_run(tmp_path):
+    run = tmp_path / "demo"
+    assert fresh_dir(run) == run
+    (run / "checkpoints").mkdir(parents=True)
+    assert fresh_dir(run) == tmp_path / "demo-2"
+    (tmp_path / "demo-2").mkdir()
+    (tmp_path / "demo-2" / "model.pt").write_bytes(b"x")
+    assert fresh_dir(run) == tmp_path / "demo-3"
+
+
+def test_stored_paths_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stored = stored_config(_cfg("output_dir=runs/a"))
+    assert stored["output_dir"] == str(tmp_path / "runs" / "a")
+    assert stored["data"]["data_list"] == str(tmp_path / "data" / "synth_hippo" / "datalist.json")
+    assert stored["pretrained"] == str(tmp_path / "outputs" / "demo_pretrain" / "model.pt")
+    assert stored["data"]["data_root"] is None
+
+
+def test_saved_files_are_group_readable(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_atomic({"a": 1}, tmp_path / "model.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
