@@ -18,7 +18,7 @@ from tcurseg.cli import prepare_data, user_errors
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
 from tcurseg.engine.runtime import amp_dtype, resolve_device
-from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
+from tcurseg.engine.trainer import NO_WEIGHTS, load_run_model, model_config, run_model_file
 from tcurseg.models import build_unetr, load_pretrained
 
 log = logging.getLogger("tcurseg.evaluate")
@@ -31,7 +31,7 @@ def load_model(cfg: DictConfig) -> tuple[torch.nn.Module, DictConfig, Path]:
         return model, run_cfg, Path(cfg.run)
     if cfg.adapter:
         model = build_unetr(model_config(cfg))
-        if cfg.pretrained:
+        if cfg.pretrained and str(cfg.pretrained).lower() != NO_WEIGHTS:
             log.info("base weights: %s", load_pretrained(model, cfg.pretrained).summary())
         peft.load_adapter(model, cfg.adapter)
         return model, cfg, Path(cfg.adapter).parent

@@ -22,7 +22,7 @@ from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluati
 from tcurseg.engine.report import write_summary_json
 from tcurseg.engine.runconfig import fresh_dir
 from tcurseg.engine.runtime import resolve_device
-from tcurseg.engine.trainer import Trainer, run_model_file
+from tcurseg.engine.trainer import Trainer, pretrained_weights, run_model_file
 
 log = logging.getLogger("tcurseg.train")
 
@@ -30,9 +30,26 @@ if not OmegaConf.has_resolver("rank_zero_only"):
     OmegaConf.register_new_resolver("rank_zero_only", lambda value: value if os.environ.get("RANK", "0") == "0" else None)
 
 
+def log_test_to_tensorboard(cfg: DictConfig, summary: dict, tb_dir: Path) -> None:
+    """Test metrics per region and the run's hyper-parameters (TensorBoard's HPARAMS tab) next to the training curves."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    hparams = {"method": cfg.method.name, "rank": cfg.method.get("rank") or 0, "cnn": str(cfg.method.get("cnn", "-")),
+               "lr": float(cfg.optim.lr), "adapter_lr": float(cfg.optim.get("adapter_lr") or cfg.optim.lr),
+               "seed": int(cfg.seed), "epochs": int(cfg.train.epochs), "pretrained": str(cfg.pretrained)}
+    metrics = {f"test/{region}_{name}": float(values[f"{name}_mean"]) for region, values in summary["test"].items()
+               for name in ("dice", "hd95")}
+    with SummaryWriter(str(tb_dir)) as writer:
+        for key, value in metrics.items():
+            writer.add_scalar(key, value, summary["epochs_run"])
+        writer.add_hparams(hparams, {**metrics, "best/val_dice": (summary.get("best") or {}).get("val_dice", 0.0)},
+                           run_name="hparams")
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one experiment into ``run_dir``; returns its summary (also written to ``summary.json``)."""
-    if cfg.pretrained and not Path(cfg.pretrained).is_file() and cfg.get("pretrain_recipe"):
+    weights = pretrained_weights(cfg)
+    if weights and not Path(weights).is_file() and cfg.get("pretrain_recipe"):
         log.info("no pretrained weights at %s: running +experiment=%s first", cfg.pretrained, cfg.pretrain_recipe)
         recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}", f"device={cfg.device}"])
         run(recipe, Path(recipe.output_dir))
@@ -65,6 +82,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         evaluation = write_evaluation(rows, {"params": summary["params"], "split": "test",
                                              "evaluated": summary["evaluated"]}, run_dir / "eval")
         summary["test"] = evaluation["regions"]
+        log_test_to_tensorboard(cfg, summary, run_dir / "tb")
         log.info("test split (%d cases), %s:\n%s", len(test), cfg.method.name, format_table(evaluation))
     if dist.is_main:
         write_summary_json(summary, run_dir / "summary.json")

@@ -13,6 +13,7 @@ from tcurseg.data.transforms import eval_transforms, num_classes, train_transfor
 
 HIPPO_CFG = {"in_channels": 1, "label_values": [0, 1], "roi_size": [16, 16, 16], "num_samples": 2}
 BRATS_CFG = {"in_channels": 4, "label_values": [0, 1, 2, 4], "roi_size": [12, 12, 12], "num_samples": 3}
+AUG = {"affine_prob": 0.5, "rotate_deg": 10.0, "scale": 0.1, "flip_axes": [0], "intensity": 0.1}
 
 
 def _entry(root, splits):
@@ -32,7 +33,7 @@ def test_num_classes():
 def test_train_crops_have_roi_shape(tmp_path):
     set_determinism(0)
     root = make_hippocampus_layout(tmp_path / "EADC", n=3)
-    crops = train_transforms(HIPPO_CFG)(_entry(root, hippocampus_layout_to_list(root)))
+    crops = train_transforms(HIPPO_CFG, AUG)(_entry(root, hippocampus_layout_to_list(root)))
     assert len(crops) == 2
     for crop in crops:
         assert tuple(crop["image"].shape) == (1, 16, 16, 16)
@@ -45,7 +46,7 @@ def test_train_pads_small_volumes_and_remaps_brats_labels(tmp_path):
     set_determinism(0)
     root = make_brats_layout(tmp_path / "BraTS", n=2)
     cfg = dict(BRATS_CFG, roi_size=[24, 24, 24])
-    crops = train_transforms(cfg)(_entry(root, brats_layout_to_list(root, 0.0, 0.0)))
+    crops = train_transforms(cfg, AUG)(_entry(root, brats_layout_to_list(root, 0.0, 0.0)))
     assert len(crops) == 3
     values = set()
     for crop in crops:
@@ -77,3 +78,33 @@ def test_eval_without_label(tmp_path):
     entry = {"image": _entry(root, hippocampus_layout_to_list(root))["image"]}
     data = eval_transforms(HIPPO_CFG, with_label=False)(entry)
     assert tuple(data["image"].shape) == (1, *SHAPE) and "label" not in data
+
+
+def test_merged_label_values_make_a_binary_whole_tumour_label(tmp_path):
+    """label_values [0, [1, 2, 4]]: the authors' pretraining label (BraTS 1, 2, 4 -> 1)."""
+    from tcurseg.data.transforms import allowed_label_values, class_values
+
+    root = make_brats_layout(tmp_path / "BraTS", n=2)
+    entry = _entry(root, brats_layout_to_list(root, 0.0, 0.0, modalities=["t1"]))
+    cfg = {"in_channels": 1, "label_values": [0, [1, 2, 4]], "roi_size": [12, 12, 12]}
+    assert num_classes(cfg) == 2 and class_values(cfg) == [0, 1] and allowed_label_values(cfg) == [0, 1, 2, 4]
+    data = eval_transforms(cfg)(entry)
+    raw = np.asarray(nib.load(entry["label"]).dataobj)
+    assert tuple(data["image"].shape) == (1, *SHAPE)
+    assert set(torch.unique(data["label"]).tolist()) == {0.0, 1.0}
+    assert int(data["label"].sum()) == int((raw > 0).sum())
+
+
+def test_affine_augmentation_moves_the_label_and_keeps_its_values(tmp_path):
+    root = make_hippocampus_layout(tmp_path / "EADC", n=3)
+    entry = _entry(root, hippocampus_layout_to_list(root))
+    cfg = dict(HIPPO_CFG, roi_size=list(SHAPE), num_samples=1)
+    still = dict(AUG, affine_prob=0.0, flip_axes=[], intensity=0.0)
+    moved = dict(AUG, affine_prob=1.0, rotate_deg=20.0, flip_axes=[], intensity=0.0)
+    base = train_transforms(cfg, still)(entry)[0]["label"]
+    turned = train_transforms(cfg, moved)
+    turned.set_random_state(seed=3)
+    label = turned(entry)[0]["label"]
+    assert set(torch.unique(label).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(label, base)
+    assert abs(float(label.sum()) - float(base.sum())) < 0.5 * float(base.sum())

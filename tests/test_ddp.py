@@ -85,7 +85,7 @@ def _overrides(data_dir: Path, out_dir: Path, batch_size: int) -> list[str]:
     return [
         "model.img_size=[32,32,32]", "model.hidden_size=48", "model.mlp_dim=96", "model.num_heads=4",
         "model.feature_size=8", "data=synth_hippo", f"data.synth.out_dir={data_dir}",
-        f"data.data_list={data_dir}/datalist.json", f"data.synth.n_subjects={N_SUBJECTS}", "pretrained=null",
+        f"data.data_list={data_dir}/datalist.json", f"data.synth.n_subjects={N_SUBJECTS}", "pretrained=none",
         "pretrain_recipe=null", "method=tcurlora", f"train.epochs={EPOCHS}", f"train.batch_size={batch_size}",
         "train.val_every=1", f"output_dir={out_dir}", "evaluate_after=false", "device=cpu",
     ]

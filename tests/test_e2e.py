@@ -63,7 +63,7 @@ def _data(data_dir: Path) -> list[str]:
 
 
 def _train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["+experiment=demo", *MODEL, *_data(data_dir), "pretrained=null", "pretrain_recipe=null",
+    return ["+experiment=demo", *MODEL, *_data(data_dir), "pretrained=none", "pretrain_recipe=null",
             "train.epochs=2", "train.val_every=1", "train.ckpt_every=1", f"output_dir={out}", "eval.overlays=1",
             "device=cpu", *extra]
 
@@ -194,7 +194,7 @@ def test_train_evaluate_predict(run_dir, data_dir, tmp_path):
 def test_adapter_route(run_dir, data_dir, pretrained):
     # The run's base was random (pretrained=null); evaluate does not rebuild that random base, so the adapter file
     # must be refused by its base hash, in one clear line.
-    proc = _run("evaluate", *MODEL, *_data(data_dir), "pretrained=null", f"adapter={run_dir / 'adapter.safetensors'}",
+    proc = _run("evaluate", *MODEL, *_data(data_dir), "pretrained=none", f"adapter={run_dir / 'adapter.safetensors'}",
                 "device=cpu", ok=False)
     _assert_clean_error(proc, "different base", "adapter.safetensors")
 

@@ -71,3 +71,16 @@ def test_saved_files_are_group_readable(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_frozen_random_encoder_is_refused_unless_asked_for():
+    from tcurseg.engine.trainer import pretrained_weights
+
+    with pytest.raises(ValueError, match=r"method=lora adapts a frozen encoder .* pretrained=none"):
+        pretrained_weights(_cfg("method=lora", "pretrained=null"))
+    with pytest.raises(ValueError, match="method=decoder_only"):
+        pretrained_weights(_cfg("method=decoder_only", "pretrained=null"))
+    assert pretrained_weights(_cfg("method=full", "pretrained=null")) is None
+    assert pretrained_weights(_cfg("method=lora", "pretrained=none")) is None
+    assert pretrained_weights(_cfg("method=lora", "pretrained=/w/model.pt")) == "/w/model.pt"
+    assert training_config(_cfg("pretrained=none"))["pretrained"] == "none"

@@ -15,7 +15,7 @@ from tcurseg.engine.trainer import Trainer
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = ["model.img_size=[32,32,32]", "model.hidden_size=48", "model.mlp_dim=96", "model.num_heads=4",
-        "model.feature_size=8", "pretrained=null", "pretrain_recipe=null", "device=cpu"]
+        "model.feature_size=8", "pretrained=none", "pretrain_recipe=null", "device=cpu"]
 
 
 @pytest.fixture(scope="module")

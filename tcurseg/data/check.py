@@ -20,6 +20,7 @@ import numpy as np
 
 from tcurseg.data.errors import DataError
 from tcurseg.data.lists import SPLITS, load_data_list
+from tcurseg.data.transforms import allowed_label_values
 
 __all__ = ["DataError", "check_dataset", "assert_dataset_ok", "check_entries", "main"]
 
@@ -56,7 +57,7 @@ def _check_case(entry: dict, split: str, cfg: Any, need_label: bool) -> list[str
     problems: list[str] = []
     cache: dict[str, _Volume] = {}
     in_channels = int(cfg.get("in_channels", 1))
-    label_values = [int(v) for v in cfg.get("label_values", [0, 1])]
+    label_values = allowed_label_values({"label_values": cfg.get("label_values", [0, 1])})
     image = entry["image"]
     files = list(image) if isinstance(image, (list, tuple)) else [image]
     case = f"[{split}/{entry.get('id')}]"

@@ -8,6 +8,7 @@ test/predict lists). Other top-level keys (e.g. ``"synth"`` parameters) are kept
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -115,13 +116,17 @@ def hippocampus_layout_to_list(root: str | Path) -> dict[str, list[dict]]:
 
 
 def brats_layout_to_list(
-    root: str | Path, val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0
+    root: str | Path, val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
+    modalities: Sequence[str] = BRATS_MODALITIES,
 ) -> dict[str, list[dict]]:
     """Convert a BraTS 2021 training folder to data-list splits with a seeded random split.
 
     Each case ``BraTS2021_XXXXX/`` holds ``BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz``; the
-    image is the list of the 4 modalities in that order. Paths are relative to root.
+    image is the list of ``modalities`` (default all 4, in that order). Paths are relative to root.
     """
+    unknown = [m for m in modalities if m not in BRATS_MODALITIES]
+    if unknown or not modalities:
+        raise DataError(f"unknown BraTS modalities {unknown or list(modalities)}; choose from {list(BRATS_MODALITIES)}")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: BraTS folder not found")
@@ -130,7 +135,7 @@ def brats_layout_to_list(
         raise DataError(f"{root}: no BraTS case folders (BraTS*/) found")
     entries = []
     for case in cases:
-        image = [f"{case}/{case}_{m}.nii.gz" for m in BRATS_MODALITIES]
+        image = [f"{case}/{case}_{m}.nii.gz" for m in modalities]
         label = f"{case}/{case}_seg.nii.gz"
         for rel in [*image, label]:
             if not (root / rel).is_file():

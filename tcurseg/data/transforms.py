@@ -30,14 +30,32 @@ from monai.transforms import (
 AXCODES = "RAS"
 
 
+def _groups(cfg: Any) -> list[list[int]]:
+    return [[int(v)] if isinstance(v, (int, str)) else [int(x) for x in v] for v in cfg["label_values"]]
+
+
 def num_classes(cfg: Any) -> int:
     """Number of output classes = len(cfg["label_values"])."""
     return len(cfg["label_values"])
 
 
+def class_values(cfg: Any) -> list[int]:
+    """The label-file value written for each class: the value itself, or the first of a merged group."""
+    return [group[0] for group in _groups(cfg)]
+
+
+def allowed_label_values(cfg: Any) -> list[int]:
+    """Every value a label file may hold (merged groups flattened)."""
+    return [v for group in _groups(cfg) for v in group]
+
+
 def _label_map(cfg: Any) -> MapLabelValued:
-    values = [int(v) for v in cfg["label_values"]]
-    return MapLabelValued(keys="label", orig_labels=values, target_labels=list(range(len(values))))
+    """Class c holds the values of ``label_values[c]``: a value, or a list of values merged into one class
+    (``[0, [1, 2, 4]]``: BraTS labels as a binary whole-tumour label, as the authors pretrain)."""
+    groups = _groups(cfg)
+    orig = [v for group in groups for v in group]
+    target = [c for c, group in enumerate(groups) for _ in group]
+    return MapLabelValued(keys="label", orig_labels=orig, target_labels=target)
 
 
 def _load(cfg: Any, keys: list[str]) -> list:

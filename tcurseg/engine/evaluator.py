@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from tcurseg.data.transforms import eval_transforms
+from tcurseg.data.transforms import class_values, eval_transforms
 from tcurseg.engine.inference import sliding_window_predict
 from tcurseg.engine.metrics import case_metrics, metric_rows, spacing_from_affine, summarize
 from tcurseg.engine.report import save_overlay_png, save_prediction, write_metrics_csv, write_summary_json
@@ -31,7 +31,7 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
                   with_label: bool, sw_batch_size: int = 4) -> list[dict]:
     """Predict every case; writes ``predictions/<id>.nii.gz`` and ``overlays/<id>.png`` (first ``overlays`` cases)
     under ``out_dir`` and returns metric rows (empty without labels)."""
-    values = np.asarray([int(v) for v in data_cfg["label_values"]])
+    values = np.asarray(class_values(data_cfg))
     regions = {k: list(v) for k, v in data_cfg["regions"].items()}
     transform = eval_transforms(data_cfg, with_label=with_label)
     model.eval().to(device)

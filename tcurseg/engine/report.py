@@ -96,6 +96,14 @@ def save_overlay_png(
     path: str | Path,
     title: str = "",
 ) -> Path:
+    """Write :func:`overlay_figure` as a PNG at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overlay_figure(image, truth, pred, title).savefig(path, dpi=OVERLAY_DPI, facecolor="black")
+    return path
+
+
+def overlay_figure(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str = "") -> Figure:
     """Three orthogonal slices through the centroid of the truth (else of the prediction, else the centre).
 
     The image is shown in gray (1st-99th percentile window), the truth foreground (label > 0) contour in green and
@@ -124,7 +132,4 @@ def save_overlay_png(
                 ax.contour(plane, levels=[0.5], colors=colour, linewidths=1.2)
     if title:
         fig.text(0.5, 1 - OVERLAY_TITLE_PX / (2 * height), title, color="white", ha="center", va="center")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=OVERLAY_DPI, facecolor="black")
-    return path
+    return fig

@@ -32,7 +32,7 @@ def training_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
     absolute path."""
     plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     flat = {k: v for k, v in _flatten(plain).items() if not _ignored(k)}
-    if flat.get("pretrained"):
+    if flat.get("pretrained") and str(flat["pretrained"]).lower() != "none":
         flat["pretrained"] = str(Path(flat["pretrained"]).resolve())
     return flat
 
@@ -81,6 +81,6 @@ def stored_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
         node = plain
         for key in parents:
             node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(leaf), str) and node[leaf]:
+        if isinstance(node, dict) and isinstance(node.get(leaf), str) and node[leaf] and node[leaf].lower() != "none":
             node[leaf] = str(Path(node[leaf]).expanduser().resolve())
     return plain

@@ -26,12 +26,13 @@ from tqdm import tqdm
 
 from tcurseg import peft
 from tcurseg.data.lists import load_data_list
-from tcurseg.data.transforms import eval_transforms, num_classes, train_transforms
+from tcurseg.data.transforms import class_values, eval_transforms, num_classes, train_transforms
 from tcurseg.engine.checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_atomic
 from tcurseg.engine.distributed import DistInfo, all_reduce_sum, barrier
 from tcurseg.engine.inference import sliding_window_predict
 from tcurseg.engine.metrics import dice_score
 from tcurseg.engine.optim import build_optimizer, build_scheduler
+from tcurseg.engine.report import overlay_figure
 from tcurseg.engine.runconfig import check_same_run, stored_config, training_config
 from tcurseg.engine.runtime import amp_dtype, peak_memory_mb
 from tcurseg.models import build_unetr, load_pretrained, resolve_cnn_modules
@@ -56,12 +57,30 @@ def method_config(cfg: DictConfig) -> dict:
     return method
 
 
+NO_WEIGHTS = "none"
+"""``pretrained=none``: adapt a randomly initialised network on purpose."""
+
+
+def pretrained_weights(cfg: DictConfig) -> str | None:
+    """The pretrained weights file of ``cfg``, or None for ``pretrained=none``. A method that keeps (part of) the
+    encoder frozen without pretrained weights (``pretrained`` unset) is refused: it would adapt a random encoder."""
+    value = cfg.get("pretrained")
+    if value is None:
+        if cfg.method.name != "full":
+            raise ValueError(f"method={cfg.method.name} adapts a frozen encoder but no pretrained weights are given: "
+                             f"pass pretrained=<weights file>, or pretrained={NO_WEIGHTS} to adapt a random encoder "
+                             "on purpose")
+        return None
+    return None if str(value).lower() == NO_WEIGHTS else str(value)
+
+
 def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
     """UNETR, its pretrained weights (``cfg.pretrained``, with a key report) and the fine-tuning method."""
     model = build_unetr(model_config(cfg))
     method = method_config(cfg)
-    if load_base and cfg.get("pretrained"):
-        report = load_pretrained(model, cfg.pretrained)
+    weights = pretrained_weights(cfg) if load_base else None
+    if weights:
+        report = load_pretrained(model, weights)
         log.info("pretrained weights: %s", report.summary())
         # a module the checkpoint did not fit (the output head of a task with other classes) is freshly initialised:
         # it must train, whatever the CNN preset says
@@ -118,6 +137,7 @@ class Trainer:
                              num_workers=int(self.tcfg.num_workers), progress=False)
         self.train_set = EpochSeeded(cache, int(cfg.seed))
         self.start_epoch, self.history = 0, []
+        self.val_overlay: tuple | None = None  # (image, truth, prediction, case) of the first validation case
         self.ckpt_dir = run_dir / "checkpoints"
 
     def _loader(self, epoch: int) -> DataLoader:
@@ -180,9 +200,10 @@ class Trainer:
         (this rank's share, then all ranks)."""
         transform = eval_transforms(self.cfg.data)
         roi = [int(s) for s in self.cfg.model.img_size]
-        values = np.asarray([int(v) for v in self.cfg.data.label_values])
+        values = np.asarray(class_values(self.cfg.data))
         regions = [list(v) for v in self.cfg.data.regions.values()]
         total = torch.zeros(2, dtype=torch.float64)
+        self.val_overlay = None
         for entry in self.val_entries[self.dist.rank::self.dist.world_size]:
             data = transform(entry)
             logits = sliding_window_predict(self.model, data["image"].unsqueeze(0).to(self.device), roi,
@@ -191,6 +212,8 @@ class Trainer:
             pred = values[logits.argmax(1)[0].cpu().numpy()]
             truth = values[data["label"][0].cpu().numpy().astype(np.int64)]
             scores = [dice_score(np.isin(pred, r), np.isin(truth, r)) for r in regions]
+            if self.val_overlay is None:
+                self.val_overlay = (data["image"][0].cpu().numpy(), truth, pred, str(entry.get("id", "")))
             total += torch.tensor([float(np.mean(scores)), 1.0], dtype=torch.float64)
         total = all_reduce_sum(total, self.dist)
         return float(total[0] / total[1]) if total[1] else math.nan
@@ -233,7 +256,11 @@ class Trainer:
             if writer is not None:
                 for key, value in record.items():
                     if key != "epoch":
-                        writer.add_scalar(f"train/{key}", value, epoch + 1)
+                        writer.add_scalar(f"{'val' if key == 'val_dice' else 'train'}/{key}", value, epoch + 1)
+                if "val_dice" in record and self.val_overlay is not None:
+                    image, truth, pred, case = self.val_overlay
+                    writer.add_figure("val/overlay", overlay_figure(image, truth, pred, f"{case} epoch {epoch + 1}"),
+                                      epoch + 1)
             last = epoch + 1 == epochs or stopped_early
             if self.dist.is_main and ((epoch + 1) % ckpt_every == 0 or last):
                 save_atomic(self._state(epoch + 1), checkpoint_path(self.ckpt_dir, epoch + 1))
