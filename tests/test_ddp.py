@@ -88,6 +88,9 @@ def _overrides(data_dir: Path, out_dir: Path, batch_size: int) -> list[str]:
         f"data.data_list={data_dir}/datalist.json", f"data.synth.n_subjects={N_SUBJECTS}", "pretrained=none",
         "pretrain_recipe=null", "method=tcurlora", f"train.epochs={EPOCHS}", f"train.batch_size={batch_size}",
         "train.val_every=1", f"output_dir={out_dir}", "evaluate_after=false", "device=cpu",
+        # per-crop Dice: the loss is then a mean over crops, so DDP's mean of per-rank gradients is the global batch's
+        # (batch Dice is computed over each rank's own crops)
+        "train.batch_dice=false",
     ]
 
 

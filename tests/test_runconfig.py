@@ -25,8 +25,8 @@ def test_training_config_ignores_what_does_not_change_the_weights():
     same = training_config(_cfg("device=cpu", "train.num_workers=4", "eval.overlap=0.25", "resume=false",
                                 "output_dir=/elsewhere", "train.ckpt_every=3", "evaluate_checkpoint=last"))
     assert base == same
-    other = training_config(_cfg("seed=1", "optim.lr=0.01", "method.rank=4"))
-    assert differences(base, other) == ["method.rank: 8 -> 4", "method.seed: 0 -> 1", "optim.lr: 0.001 -> 0.01",
+    other = training_config(_cfg("seed=1", "optim.lr=0.02", "method.rank=4"))
+    assert differences(base, other) == ["method.rank: 8 -> 4", "method.seed: 0 -> 1", "optim.lr: 0.01 -> 0.02",
                                         "seed: 0 -> 1"]
     assert base["pretrained"] == str(Path("outputs/demo_pretrain/model_best.pt").resolve())
     assert "method.name: tcurlora -> lora" in differences(base, training_config(_cfg("method=lora")))
@@ -36,10 +36,10 @@ def test_another_configuration_is_refused_in_one_line(tmp_path):
     base = training_config(_cfg())
     check_same_run(base, dict(base), tmp_path)
     with pytest.raises(ValueError) as err:
-        check_same_run(base, training_config(_cfg("seed=1", "optim.lr=0.01")), tmp_path)
+        check_same_run(base, training_config(_cfg("seed=1", "optim.lr=0.02")), tmp_path)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path) in message
-    assert "optim.lr: 0.001 -> 0.01" in message and "seed: 0 -> 1" in message
+    assert "optim.lr: 0.01 -> 0.02" in message and "seed: 0 -> 1" in message
     assert "resume=false starts a fresh folder, or choose another run_name" in message
     with pytest.raises(ValueError, match="without a recorded configuration"):
         check_same_run(None, base, tmp_path)
@@ -60,7 +60,7 @@ def test_stored_paths_are_absolute(tmp_path, monkeypatch):
     stored = stored_config(_cfg("output_dir=runs/a"))
     assert stored["output_dir"] == str(tmp_path / "runs" / "a")
     assert stored["data"]["data_list"] == str(tmp_path / "data" / "synth_hippo" / "datalist.json")
-    assert stored["pretrained"] == str(tmp_path / "outputs" / "demo_pretrain" / "model.pt")
+    assert stored["pretrained"] == str(tmp_path / "outputs" / "demo_pretrain" / "model_best.pt")
     assert stored["data"]["data_root"] is None
 
 

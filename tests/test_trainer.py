@@ -110,6 +110,8 @@ def test_best_checkpoint_and_early_stop(data_dir, tmp_path, monkeypatch):
     key = "adapter_groups.attn.dU.real"
     assert torch.equal(best["model"][key], snapshots[("model_best.pt", 2)][key])
     assert not torch.equal(best["model"][key], last["model"][key])
+    adapter, _ = peft.read_adapter(tmp_path / "adapter.safetensors")  # the shared adapter is the best epoch's
+    assert torch.equal(adapter[key], best["model"][key])
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt_epoch0004.pt"]
     from tcurseg.engine.trainer import run_model_file
 

@@ -287,11 +287,15 @@ class Trainer:
                      "training_config": training_config(self.cfg), "epoch": epoch, "val_dice": val_dice}, path)
 
     def save_final(self) -> None:
-        """``model.pt`` (the last weights) and the adapter file; without validation ``model_best.pt`` is the last."""
+        """``model.pt`` (the last weights) and ``adapter.safetensors`` of the best-validation weights (without
+        validation ``model_best.pt`` is the last). The model is left holding the best weights."""
         epoch = self.history[-1]["epoch"] if self.history else 0
         self.save_model(self.run_dir / LAST_MODEL, epoch)
         if self.best_record() is None:
             self.save_model(self.run_dir / BEST_MODEL, epoch)
+        else:
+            best = torch.load(self.run_dir / BEST_MODEL, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(best["model"])
         peft.save_adapter(self.model, self.run_dir / "adapter.safetensors")
 
 
