@@ -300,12 +300,13 @@ def headline_section(records: Sequence[Mapping], preset: str) -> tuple[list[str]
     if not rows:
         return [*lines, "Not run yet.", ""], {}
     lines += ["| method | rank | rate | adapter params | CNN params | test Dice (mean ± sd) | HD95 mm | val Dice | "
-              "epochs | step s | run s | n |", "|---|---|---|---:|---:|---|---|---|---:|---:|---:|---:|"]
+              "epochs run | n |", "|---|---|---|---:|---:|---|---|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {NAMES[r['method']]} | {r['rank'] if r['rank'] is not None else '-'} | {r['lr']:g} | "
                      f"{r['adapter']:,} | {r['decoder']:,} | {r['dice']:.3f} ± {r['dice_sd']:.3f} | "
-                     f"{r['hd95']:.2f} ± {r['hd95_sd']:.2f} | {r['val']:.3f} | {r['epochs']:.1f} | {r['step_s']:.2f} | "
-                     f"{r['wall_s']:.0f} | {r['n']} |")
+                     f"{r['hd95']:.2f} ± {r['hd95_sd']:.2f} | {r['val']:.3f} | {r['epochs']:.1f} | {r['n']} |")
+    lines += ["", "sd: over the (test subject, seed) pairs. n: pairs. val Dice: best validation Dice, mean over seeds. "
+              "Epochs run: mean over seeds (early stopping)."]
     lines += ["", "Paired differences (method minus reference) over (test subject, seed), mean [95% bootstrap CI]; "
               "`*`: the CI excludes 0.", "",
               "| method | Dice vs decoder-only | Dice vs LoRA | HD95 vs decoder-only (mm) | HD95 vs LoRA (mm) |",
@@ -403,6 +404,26 @@ def machine_info() -> str:
             + (f"GPU {gpu}" if gpu else "no GPU"))
 
 
+def cost_section(bench: Path) -> list[str]:
+    """The cost of each method on UNETR-B from ``scripts/bench_methods.py`` (all methods in one interleaved run)."""
+    if not bench.is_file():
+        return []
+    data = json.loads(bench.read_text())
+    methods, lora = data["methods"], data["methods"].get("lora")
+    lines = ["## Cost (UNETR-B, the paper's network)", "",
+             f"From `docs/bench_methods.json` (`scripts/bench_methods.py --size {data['size']}`: r = {data['rank']}, "
+             f"batch 1, {data['device']} with {data['threads']} threads, every method in one interleaved run; the "
+             "demo's small UNETR is too small for its costs to mean much).", "",
+             "| method | adapter params | step s | step x LoRA | training memory x LoRA |", "|---|---:|---:|---:|---:|"]
+    for name in ALL_METHODS:
+        m = methods.get(name)
+        if m is None:
+            continue
+        lines.append(f"| {NAMES[name]} | {m['adapter']:,} | {m['step_s']:.2f} | {m['step_s'] / lora['step_s']:.2f} | "
+                     f"{m['train_mb'] / lora['train_mb']:.2f} |")
+    return [*lines, ""]
+
+
 def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = "") -> dict:
     """``docs/results.md`` (+ PNG curves and ``results.json``) from the run records alone."""
     total = sum(r["wall_s"] for r in records)
@@ -435,6 +456,7 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
     for preset in ("paper", "default"):
         section, payload[preset] = headline_section(records, preset)
         lines += section
+    lines += cost_section(REPO / "docs" / "bench_methods.json")
     lines += ["## Curves", ""]
     lines += curve_section(records, "subjects", "paper", path.parent / "results_subjects.png")
     lines += curve_section(records, "ranks", "paper", path.parent / "results_ranks.png")

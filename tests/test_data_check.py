@@ -139,3 +139,29 @@ def test_splits_argument_limits_the_check(tmp_path):
     cfg = _cfg(tmp_path, splits)
     assert check_dataset(cfg, splits=("training",)) == []
     assert any("split 'validation' missing" in p for p in check_dataset(cfg))
+
+
+def test_review_gaps_directory_constant_image_duplicate_file(tmp_path):
+    good = _case(tmp_path, "a")
+    (tmp_path / "dir_img.nii.gz").mkdir()
+    constant = _case(tmp_path, "c", image=np.full(SHAPE, 3.0, dtype=np.float32))
+    twin = dict(_case(tmp_path, "b"), image=good["image"])
+    splits = {"training": [good, {"id": "d", "image": "dir_img.nii.gz", "label": good["label"]}, constant],
+              "validation": [twin], "test": []}
+    problems = check_dataset(_cfg(tmp_path, splits), splits=("training", "validation"))
+    assert f"{tmp_path / 'dir_img.nii.gz'}: is a directory, expected a NIfTI file" in problems
+    assert f"{tmp_path / 'c_img.nii.gz'}: image is constant (3 everywhere): nothing to normalise" in problems
+    assert f"{tmp_path / 'a_img.nii.gz'}: listed 2 times in {tmp_path / 'list.json'}" in problems
+    assert not any("file not found" in p for p in problems)
+
+
+def test_warnings_do_not_stop_training(tmp_path, caplog):
+    empty = _case(tmp_path, "e", label=np.zeros(SHAPE, dtype=np.uint8))
+    flat = np.diag([1.0, 1.0, 20.0, 1.0])
+    thick = _case(tmp_path, "t", affine=flat)
+    splits = {"training": [empty, thick], "validation": [_case(tmp_path, "v")], "test": []}
+    with caplog.at_level("WARNING", logger="tcurseg.data.check"):
+        assert check_dataset(_cfg(tmp_path, splits), splits=("training", "validation")) == []
+    text = caplog.text
+    assert f"{tmp_path / 'e_seg.nii.gz'}: training label has no foreground voxel [training/e]" in text
+    assert f"{tmp_path / 't_img.nii.gz'}: strongly anisotropic spacing 1 x 1 x 20 mm" in text

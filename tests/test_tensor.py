@@ -188,7 +188,7 @@ def test_select_inverse_probability_seeded_and_prefers_low_norm():
     a = select_inverse_probability(D, r, 1, torch.Generator().manual_seed(7))
     b = select_inverse_probability(D, r, 1, torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert a[0].tolist() == sorted(set(a[0].tolist())) and len(a[0]) == r  # sorted, no repeats
+    assert a[0].tolist() == sorted(a[0].tolist()) and len(a[0]) == r  # sorted; repeats allowed (with replacement)
 
     # different seeds give different selections (on a flat score, where nothing is forced)
     flat = torch.ones(1, 20, 40, dtype=DT)
@@ -208,3 +208,22 @@ def test_select_inverse_probability_seeded_and_prefers_low_norm():
     # p(low) / p(high) = 100 per item: expected share of low picks is ~0.97; top-norm would give 0
     assert hits_c / total > 0.85
     assert hits_r / total > 0.85
+
+
+def test_inverse_probabilities_follow_the_published_rule():
+    """Fawi's curlora.py: p_j = ||c_j||^2 / ||W||_F^2, q_j = 1 / (p_j + 0.001), normalised; drawn with replacement."""
+    from tcurseg.tensor.cur import inverse_probabilities
+
+    norms = torch.tensor([1.0, 2.0, 3.0], dtype=DT)
+    p = torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64) / 14.0
+    q = 1.0 / (p + 0.001)
+    torch.testing.assert_close(inverse_probabilities(norms), q / q.sum(), rtol=1e-12, atol=0)
+    W = torch.randn(30, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    W[:, :5] *= 20.0  # a few high-energy columns
+    probs = inverse_probabilities(torch.linalg.vector_norm(W, dim=0))
+    energy = torch.linalg.vector_norm(W, dim=0) ** 2 / (W**2).sum()
+    expected = 1.0 / (energy + 0.001)
+    torch.testing.assert_close(probs, expected / expected.sum(), rtol=1e-12, atol=0)
+    # with replacement: 30 draws out of 40 columns repeat some of them
+    I, _ = select_inverse_probability(W.unsqueeze(0), 30, 1, torch.Generator().manual_seed(1))
+    assert len(set(I.tolist())) < 30

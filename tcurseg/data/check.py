@@ -9,6 +9,7 @@ CLI: ``python -m tcurseg.data.check --data-list X.json [--data-root D] --label-v
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -25,6 +26,9 @@ from tcurseg.data.transforms import allowed_label_values
 __all__ = ["DataError", "check_dataset", "assert_dataset_ok", "check_entries", "main"]
 
 AFFINE_TOL_MM = 1e-3
+ANISOTROPY_WARN = 3.0
+"""A largest / smallest voxel size above this is warned about (not an error: some datasets are like that)."""
+log = logging.getLogger(__name__)
 
 
 class _Volume:
@@ -34,6 +38,9 @@ class _Volume:
         self.path = path
         self.data: np.ndarray | None = None
         self.affine: np.ndarray | None = None
+        if Path(path).is_dir():
+            problems.append(f"{path}: is a directory, expected a NIfTI file")
+            return
         if not Path(path).is_file():
             problems.append(f"{path}: file not found")
             return
@@ -86,6 +93,11 @@ def _check_case(entry: dict, split: str, cfg: Any, need_label: bool) -> list[str
             problems.append(f"{f}: wrong number of channels: one 3D image, expected in_channels={in_channels}")
         if not np.issubdtype(data.dtype, np.integer) and not np.all(np.isfinite(data)):
             problems.append(f"{f}: image has non-finite values (NaN/Inf) in {int((~np.isfinite(data)).sum())} voxel(s)")
+        elif data.size and data.min() == data.max():
+            problems.append(f"{f}: image is constant ({float(data.flat[0]):g} everywhere): nothing to normalise")
+        spacing = np.linalg.norm(vol.affine[:3, :3], axis=0)
+        if spacing.min() > 0 and spacing.max() / spacing.min() > ANISOTROPY_WARN:
+            log.warning("%s: strongly anisotropic spacing %s mm", f, " x ".join(f"{v:g}" for v in spacing))
         if spatial is None:
             spatial, ref_affine, ref_file = data.shape[:3], vol.affine, str(f)
         else:
@@ -124,6 +136,8 @@ def _check_case(entry: dict, split: str, cfg: Any, need_label: bool) -> list[str
             problems.append(f"{label}: label is not integer-valued (e.g. {data[data != np.round(data)].flat[0]:g})")
             return problems
     values = np.unique(data).astype(np.int64)
+    if split == "training" and not (values != 0).any():
+        log.warning("%s: training label has no foreground voxel %s", label, case)
     bad = sorted(set(values.tolist()) - set(label_values))
     if bad:
         problems.append(f"{label}: label values {bad} outside label_values {label_values}")
@@ -148,6 +162,10 @@ def check_entries(splits: dict[str, list[dict]], cfg: Any, source: str, names: S
     for case_id, count in ids.items():
         if count > 1:
             problems.append(f"{source}: duplicate id {case_id!r} ({count} entries)")
+    images = Counter(str(e.get("image")) for split in splits for e in splits[split])
+    for image, count in images.items():
+        if count > 1:
+            problems.append(f"{image}: listed {count} times in {source}")
     for split in names:
         for entry in splits.get(split) or []:
             problems.extend(_check_case(entry, split, cfg, need_label=split != "test"))
@@ -182,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--splits", nargs="+", default=list(SPLITS))
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     cfg = {
         "data_list": args.data_list,
         "data_root": args.data_root,

@@ -288,15 +288,18 @@ class Trainer:
 
     def save_final(self) -> None:
         """``model.pt`` (the last weights) and ``adapter.safetensors`` of the best-validation weights (without
-        validation ``model_best.pt`` is the last). The model is left holding the best weights."""
+        validation ``model_best.pt`` is the last). The model keeps the last weights."""
         epoch = self.history[-1]["epoch"] if self.history else 0
         self.save_model(self.run_dir / LAST_MODEL, epoch)
         if self.best_record() is None:
             self.save_model(self.run_dir / BEST_MODEL, epoch)
-        else:
-            best = torch.load(self.run_dir / BEST_MODEL, map_location=self.device, weights_only=False)
-            self.model.load_state_dict(best["model"])
+            peft.save_adapter(self.model, self.run_dir / "adapter.safetensors")
+            return
+        last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(torch.load(self.run_dir / BEST_MODEL, map_location=self.device,
+                                              weights_only=False)["model"])
         peft.save_adapter(self.model, self.run_dir / "adapter.safetensors")
+        self.model.load_state_dict(last)
 
 
 def run_model_file(run_dir: str | Path, checkpoint: str | int = "best") -> Path:

@@ -37,18 +37,26 @@ def select_top_norm(D: torch.Tensor, r: int, L: int) -> tuple[torch.Tensor, torc
     return I, J
 
 
+def inverse_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """CURLoRA's sampling distribution (Fawi 2024, official code): p_j = s_j^2 / sum_i s_i^2 (for a matrix,
+    ||c_j||^2 / ||W||_F^2), q_j = 1 / (p_j + 0.001), normalised to sum 1 (float64)."""
+    energy = scores.detach().double().cpu() ** 2
+    q = 1.0 / (energy / energy.sum().clamp_min(torch.finfo(torch.float64).tiny) + 1e-3)
+    return q / q.sum()
+
+
 def select_inverse_probability(
     D: torch.Tensor, r: int, L: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CURLoRA's rule (Fawi 2024): sample r columns without replacement with p_j proportional to 1 / s_j, and r rows
-    with p_i proportional to 1 / t_i (t_i the summed row norms), favouring low-energy directions. Seeded by
+    """CURLoRA's rule as published: r columns drawn **with** replacement from :func:`inverse_probabilities` of the
+    summed column norms s_j, and r rows from those of the summed row norms t_i, favouring low-energy directions.
+    Duplicates are kept, as in the official code (a repeated column lowers the effective rank). Seeded by
     ``generator`` (a CPU generator). Returns sorted int64 index vectors (I, J)."""
     _check_rank(D, r)
-    eps = torch.finfo(D.real.dtype).tiny
 
     def sample(scores: torch.Tensor) -> torch.Tensor:
-        p = 1.0 / (scores.detach().double().cpu() + eps)
-        return torch.multinomial(p / p.sum(), r, replacement=False, generator=generator).sort().values
+        p = inverse_probabilities(scores)
+        return torch.multinomial(p, r, replacement=True, generator=generator).sort().values
 
     I = sample(_column_scores(D, L)).to(D.device)
     J = sample(_row_scores(D, L)).to(D.device)
