@@ -412,3 +412,18 @@ def test_lorapt_vit_odd_even_L(num_layers):
         assert (y - base(x)[0]).abs().max().item() > 1e-3
         merge(model)
         assert (model(x)[0] - y).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_trainable_parameter_gets_a_gradient(method):
+    """A trainable parameter outside the forward graph breaks DDP (``full`` used to train MONAI's unused
+    ``norm_cross_attn`` LayerNorms)."""
+    model = adapted(method)
+    model.train()
+    for p in model.parameters():
+        p.grad = None
+    model(x_input()).square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    if method == "full":
+        assert not any(p.requires_grad for n, p in model.named_parameters() if "norm_cross_attn" in n)

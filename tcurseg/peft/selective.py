@@ -9,7 +9,13 @@ from torch import nn
 
 
 def inject_full(model: nn.Module, cfg: Mapping) -> None:
+    """Every parameter that takes part in the forward pass trains. MONAI's transformer blocks build a cross-attention
+    LayerNorm (``norm_cross_attn``) even without cross-attention: it never receives a gradient, so it stays frozen
+    (a trainable parameter without gradient makes DDP fail with "Expected to have finished reduction")."""
     model.requires_grad_(True)
+    for module in model.modules():
+        if hasattr(module, "norm_cross_attn") and not getattr(module, "with_cross_attention", True):
+            module.norm_cross_attn.requires_grad_(False)
 
 
 def inject_decoder_only(model: nn.Module, cfg: Mapping) -> None:
