@@ -7,14 +7,17 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from tcurseg.data import synth
 from tcurseg.data.check import assert_dataset_ok
 from tcurseg.data.errors import DataError
 
 log = logging.getLogger("tcurseg")
+METHOD_CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 
 
 @contextlib.contextmanager
@@ -22,11 +25,32 @@ def user_errors() -> Iterator[None]:
     """Bad configuration or input ends the program with one clear line (TCURSEG_DEBUG=1 shows the traceback)."""
     try:
         yield
-    except (ValueError, FileNotFoundError, DataError) as err:
+    except (ValueError, FileNotFoundError, DataError, MissingMandatoryValue) as err:
         if os.environ.get("TCURSEG_DEBUG"):
             raise
+        if isinstance(err, MissingMandatoryValue):
+            err = ValueError(f"missing value for {err.full_key}: give it on the command line ({err.full_key}=...)")
         log.error("%s", err)
         sys.exit(f"tcurseg: error: {err}")
+    except KeyboardInterrupt:
+        print("tcurseg: interrupted: run the same command again to resume from the newest checkpoint", file=sys.stderr)
+        sys.exit(130)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Mistakes a composed training config can hold, each refused in one line: no epochs, a crop other than the
+    network's input size, a method option the method does not have (``+method.rnk=4``)."""
+    if int(cfg.train.epochs) < 1:
+        raise ValueError(f"train.epochs={cfg.train.epochs}: train for at least 1 epoch")
+    roi, img = [int(v) for v in cfg.data.roi_size], [int(v) for v in cfg.model.img_size]
+    if roi != img:
+        raise ValueError(f"data.roi_size {roi} differs from model.img_size {img}: the network takes crops of its input "
+                         "size (leave data.roi_size at ${model.img_size})")
+    known = set(OmegaConf.load(METHOD_CONF / f"{cfg.method.name}.yaml"))
+    unknown = sorted(set(cfg.method) - known)
+    if unknown:
+        raise ValueError(f"method {cfg.method.name} has no option {', '.join(unknown)}; its options: "
+                         f"{', '.join(sorted(known))}")
 
 
 def prepare_data(data_cfg: DictConfig, splits: tuple[str, ...]) -> None:

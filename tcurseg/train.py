@@ -15,7 +15,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tcurseg.cli import prepare_data, user_errors
+from tcurseg.cli import check_config, prepare_data, user_errors
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.distributed import barrier, init_distributed, shutdown
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
@@ -48,6 +48,7 @@ def log_test_to_tensorboard(cfg: DictConfig, summary: dict, tb_dir: Path) -> Non
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one experiment into ``run_dir``; returns its summary (also written to ``summary.json``)."""
+    check_config(cfg)
     weights = pretrained_weights(cfg)
     if weights and not Path(weights).is_file() and cfg.get("pretrain_recipe"):
         log.info("no pretrained weights at %s: running +experiment=%s first", cfg.pretrained, cfg.pretrain_recipe)

@@ -84,3 +84,31 @@ def test_frozen_random_encoder_is_refused_unless_asked_for():
     assert pretrained_weights(_cfg("method=lora", "pretrained=none")) is None
     assert pretrained_weights(_cfg("method=lora", "pretrained=/w/model.pt")) == "/w/model.pt"
     assert training_config(_cfg("pretrained=none"))["pretrained"] == "none"
+
+
+def test_config_mistakes_are_refused_in_one_line():
+    from tcurseg.cli import check_config
+
+    check_config(_cfg())
+    for overrides, words in ((["train.epochs=0"], "train.epochs=0: train for at least 1 epoch"),
+                             (["data.roi_size=[32,32,32]"], "data.roi_size [32, 32, 32] differs from model.img_size"),
+                             (["+method.rnk=4"], "method tcurlora has no option rnk")):
+        with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")) as err:
+            check_config(_cfg(*overrides))
+        assert "\n" not in str(err.value)
+
+
+def test_missing_value_and_ctrl_c_end_in_one_line(capsys, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from tcurseg.cli import user_errors
+
+    monkeypatch.delenv("TCURSEG_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info, user_errors():
+        OmegaConf.create({"run": "???"}).run
+    assert str(exit_info.value) == "tcurseg: error: missing value for run: give it on the command line (run=...)"
+    with pytest.raises(SystemExit) as exit_info, user_errors():
+        raise KeyboardInterrupt
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip() == ("tcurseg: interrupted: run the same command again to resume from the "
+                                               "newest checkpoint")
