@@ -71,7 +71,22 @@ def test_overlay_png(tmp_path):
     rgb = imread(path)[..., :3]
     assert rgb.shape == (OVERLAY_PANEL_PX + OVERLAY_TITLE_PX, 3 * OVERLAY_PANEL_PX, 3)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    assert ((g > 0.8) & (r < 0.3) & (b < 0.3)).sum() > 50  # truth contour, green
-    assert ((r > 0.8) & (g < 0.3) & (b < 0.3)).sum() > 50  # prediction contour, red
+    assert ((g > 0.8) & (r < 0.3) & (b < 0.3)).sum() > 100  # one region (foreground): truth and prediction in green
     save_overlay_png(image, None, np.zeros_like(pred), tmp_path / "empty.png")
     assert imread(tmp_path / "empty.png").shape[:2] == rgb.shape[:2]
+
+
+def test_overlay_shows_two_separate_structures_one_colour_per_region(tmp_path):
+    """Two blobs far apart (like the two hippocampi): the centroid slice would cut neither; the largest-area one does.
+    Regions TC (1, 4) and ET (4) get their own colours."""
+    from tcurseg.engine.report import _largest_slices
+
+    image = np.random.default_rng(0).normal(size=(40, 20, 20)).astype(np.float32)
+    truth = np.zeros(image.shape, dtype=np.uint8)
+    truth[2:8, 5:15, 5:15] = 1
+    truth[30:39, 4:16, 4:16] = 4
+    assert _largest_slices(truth, truth)[0] in range(30, 39)  # not 18, the empty centroid slice
+    path = save_overlay_png(image, truth, truth, tmp_path / "regions.png", regions={"TC": [1, 4], "ET": [4]})
+    r, g, b = (imread(path)[:OVERLAY_PANEL_PX + OVERLAY_TITLE_PX, :, :3][..., k] for k in range(3))
+    assert ((g > 0.8) & (r < 0.3) & (b < 0.3)).sum() > 50   # TC, green
+    assert ((r > 0.8) & (b > 0.8) & (g < 0.3)).sum() > 50   # ET, magenta

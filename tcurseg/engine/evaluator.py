@@ -54,7 +54,8 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
             log.info("%s: %s", case, " ".join(f"{r}: dice {m['dice']:.3f} hd95 {m['hd95']:.2f}"
                                             for r, m in per_region.items()))
         if i < overlays:
-            save_overlay_png(image[0].cpu().numpy(), truth, pred, out_dir / "overlays" / f"{case}.png", title=case)
+            save_overlay_png(image[0].cpu().numpy(), truth, pred, out_dir / "overlays" / f"{case}.png", title=case,
+                             regions=regions)
     return rows
 
 

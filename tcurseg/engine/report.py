@@ -18,8 +18,8 @@ from tcurseg.engine.metrics import METRIC_FIELDS
 OVERLAY_PANEL_PX = 256
 OVERLAY_TITLE_PX = 32
 OVERLAY_DPI = 100
-TRUTH_COLOUR = "#00ff00"
-PRED_COLOUR = "#ff0000"
+REGION_COLOURS = ("#00ff00", "#ff00ff", "#00ffff", "#ffff00", "#ff8000", "#8080ff")
+"""One colour per region; truth contours solid, prediction contours dashed."""
 
 
 def save_prediction(label_map: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
@@ -82,10 +82,13 @@ def write_summary_json(summary: Mapping, path: str | Path) -> Path:
     return path
 
 
-def _centre(truth: np.ndarray | None, pred: np.ndarray) -> tuple[int, int, int]:
+def _largest_slices(truth: np.ndarray | None, pred: np.ndarray) -> tuple[int, int, int]:
+    """Per axis, the slice with the largest foreground area of the truth (else of the prediction, else the middle):
+    a centroid can fall between two structures (the two hippocampi) and show nothing."""
     for mask in (truth, pred):
         if mask is not None and (mask > 0).any():
-            return tuple(int(round(c)) for c in np.argwhere(mask > 0).mean(axis=0))
+            fg = np.asarray(mask) > 0
+            return tuple(int(np.argmax(fg.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))
     return tuple(n // 2 for n in pred.shape)
 
 
@@ -95,41 +98,50 @@ def save_overlay_png(
     pred: np.ndarray,
     path: str | Path,
     title: str = "",
+    regions: Mapping[str, Sequence[int]] | None = None,
 ) -> Path:
     """Write :func:`overlay_figure` as a PNG at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    overlay_figure(image, truth, pred, title).savefig(path, dpi=OVERLAY_DPI, facecolor="black")
+    overlay_figure(image, truth, pred, title, regions).savefig(path, dpi=OVERLAY_DPI, facecolor="black")
     return path
 
 
-def overlay_figure(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str = "") -> Figure:
-    """Three orthogonal slices through the centroid of the truth (else of the prediction, else the centre).
+def overlay_figure(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str = "",
+                   regions: Mapping[str, Sequence[int]] | None = None) -> Figure:
+    """Three orthogonal slices, each where the truth (else the prediction) has its largest area.
 
-    The image is shown in gray (1st-99th percentile window), the truth foreground (label > 0) contour in green and
-    the prediction foreground contour in red. The PNG is ``3 * OVERLAY_PANEL_PX`` wide and
-    ``OVERLAY_PANEL_PX + OVERLAY_TITLE_PX`` high. Each panel shows slice[axis] transposed, origin lower left.
+    The image is shown in gray (1st-99th percentile window); each region (label values; default: every value > 0)
+    has its colour (``REGION_COLOURS`` in order), the truth contour solid and the prediction contour dashed. The PNG
+    is ``3 * OVERLAY_PANEL_PX`` wide and ``OVERLAY_PANEL_PX + OVERLAY_TITLE_PX`` high; the title bar names the
+    regions in their colours. Each panel shows slice[axis] transposed, origin lower left.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or np.shape(pred) != image.shape or (truth is not None and np.shape(truth) != image.shape):
         raise ValueError(f"overlay needs 3D image, truth and prediction of one shape, got image {image.shape}")
-    centre = _centre(truth, pred)
+    centre = _largest_slices(truth, pred)
     vmin, vmax = (float(v) for v in np.percentile(image, [1, 99]))
     width, height = 3 * OVERLAY_PANEL_PX, OVERLAY_PANEL_PX + OVERLAY_TITLE_PX
     fig = Figure(figsize=(width / OVERLAY_DPI, height / OVERLAY_DPI), dpi=OVERLAY_DPI, facecolor="black")
     FigureCanvasAgg(fig)
+    masks = {name: [int(v) for v in values] for name, values in (regions or {}).items()} or {"foreground": None}
     for axis in range(3):
         ax = fig.add_axes((axis / 3, 0, 1 / 3, OVERLAY_PANEL_PX / height))
         ax.set_axis_off()
         index = [slice(None)] * 3
         index[axis] = centre[axis]
         ax.imshow(image[tuple(index)].T, cmap="gray", vmin=vmin, vmax=max(vmax, vmin + 1e-6), origin="lower")
-        for mask, colour in ((truth, TRUTH_COLOUR), (pred, PRED_COLOUR)):
-            if mask is None:
-                continue
-            plane = (np.asarray(mask)[tuple(index)] > 0).T.astype(np.float32)
-            if 0 < plane.sum() < plane.size:
-                ax.contour(plane, levels=[0.5], colors=colour, linewidths=1.2)
+        for (name, values), colour in zip(masks.items(), REGION_COLOURS):
+            for mask, style in ((truth, "solid"), (pred, "dashed")):
+                if mask is None:
+                    continue
+                plane = np.asarray(mask)[tuple(index)]
+                plane = (np.isin(plane, values) if values is not None else plane > 0).T.astype(np.float32)
+                if 0 < plane.sum() < plane.size:
+                    ax.contour(plane, levels=[0.5], colors=colour, linewidths=1.2, linestyles=style)
+    text_y = 1 - OVERLAY_TITLE_PX / (2 * height)
     if title:
-        fig.text(0.5, 1 - OVERLAY_TITLE_PX / (2 * height), title, color="white", ha="center", va="center")
+        fig.text(0.02, text_y, title, color="white", ha="left", va="center")
+    for i, (name, colour) in enumerate(zip(reversed(list(masks)), reversed(REGION_COLOURS[: len(masks)]))):
+        fig.text(0.98 - 0.09 * i, text_y, name, color=colour, ha="right", va="center")
     return fig

@@ -259,8 +259,9 @@ class Trainer:
                         writer.add_scalar(f"{'val' if key == 'val_dice' else 'train'}/{key}", value, epoch + 1)
                 if "val_dice" in record and self.val_overlay is not None:
                     image, truth, pred, case = self.val_overlay
-                    writer.add_figure("val/overlay", overlay_figure(image, truth, pred, f"{case} epoch {epoch + 1}"),
-                                      epoch + 1)
+                    regions = OmegaConf.to_container(self.cfg.data.regions, resolve=True)
+                    writer.add_figure("val/overlay", overlay_figure(image, truth, pred, f"{case} epoch {epoch + 1}",
+                                                                    regions), epoch + 1)
             last = epoch + 1 == epochs or stopped_early
             if self.dist.is_main and ((epoch + 1) % ckpt_every == 0 or last):
                 save_atomic(self._state(epoch + 1), checkpoint_path(self.ckpt_dir, epoch + 1))
