@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import tcurseg.peft
 import tcurseg.peft.spectral as spectral_mod
 from tcurseg.models.unetr import CNN_PRESETS, build_unetr
 from tcurseg.peft import (
@@ -190,7 +191,7 @@ def test_parameter_counts_tiny_model():
         "dora": sum(r * (i + o) + o for i, o in lora_mods),
         "curlora": r * r * len(lora_mods),
         "decoder_only": 0,
-        "full": total_base - decoder,
+        "full": total_base - decoder - blocks * 2 * h,  # MONAI's unused norm_cross_attn LayerNorms stay frozen
     }
     assert expected["tcurlora"] == (48 + 12 + 12) * 16
     for method, n_adapter in expected.items():
@@ -427,3 +428,33 @@ def test_every_trainable_parameter_gets_a_gradient(method):
     assert missing == []
     if method == "full":
         assert not any(p.requires_grad for n, p in model.named_parameters() if "norm_cross_attn" in n)
+
+
+@pytest.mark.parametrize("method", ["tcurlora", "lora", "lorapt"])
+def test_a_merged_model_cannot_be_trained_or_saved_by_mistake(method):
+    model = adapted(method)
+    perturb_adapter(model)
+    x = x_input()
+    y = forward(model, x)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    merge(model)
+    model.train()
+    with pytest.raises(ValueError, match="merged into the weights: unmerge"):
+        model(x)
+    with pytest.raises(ValueError, match="unmerge"):
+        model.state_dict()
+    with pytest.raises(ValueError, match="unmerge"):
+        model.load_state_dict({}, strict=False)
+    # an optimizer built before the merge (zero-filled gradients: Adam would still move its moments) leaves the
+    # adapter untouched, so unmerge restores the adapted weights
+    added = [p for n, p in model.named_parameters() if n in tcurseg.peft.adapter_info(model).new_parameters]
+    assert added and not any(p.requires_grad for p in added)
+    optimizer = torch.optim.Adam(added, lr=0.1)
+    for p in added:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    unmerge(model)
+    assert all(p.requires_grad for p in added)
+    assert max((p - weights[n]).abs().max().item() for n, p in model.named_parameters()) < 1e-5
+    assert (forward(model, x) - y).abs().max().item() < 1e-5
+    model.state_dict()  # unmerged again: allowed

@@ -97,8 +97,34 @@ def apply(model: nn.Module, cfg: Mapping) -> nn.Module:
     new_parameters = sorted(n for n, p in model.named_parameters() if id(p) not in names_before)
     if method.after_load is not None:
         model.register_load_state_dict_post_hook(lambda module, incompatible: method.after_load(module))
+    model.register_forward_pre_hook(_refuse_training_while_merged)
+    model.register_state_dict_pre_hook(_refuse_state_while_merged)
+    model.register_load_state_dict_pre_hook(_refuse_load_while_merged)
     setattr(model, ADAPTER_ATTR, AdapterInfo(config["name"], config, base_hash, new_buffers, new_parameters))
     return model
+
+
+def _merged(module: nn.Module) -> bool:
+    info = getattr(module, ADAPTER_ATTR, None)
+    return info is not None and info.merged and bool(info.new_parameters)
+
+
+def _refuse_training_while_merged(module: nn.Module, args: tuple) -> None:
+    """Merged, the adapter parameters are outside the graph: a training forward would leave them untouched."""
+    if _merged(module) and module.training and torch.is_grad_enabled():
+        raise ValueError("the adapter is merged into the weights: unmerge() before training")
+
+
+def _refuse_state_while_merged(module: nn.Module, prefix: str, keep_vars: bool) -> None:
+    """A merged state holds dW twice (in the weights and in the adapter): loading it into an adapted model would
+    apply the update twice."""
+    if _merged(module):
+        raise ValueError("the adapter is merged into the weights: unmerge() before taking a state dict")
+
+
+def _refuse_load_while_merged(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    if _merged(module):
+        raise ValueError("the adapter is merged into the weights: unmerge() before loading a state dict")
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -143,6 +169,10 @@ def merge(model: nn.Module) -> None:
     hook = get_method(info.method).merge
     if hook is not None and not info.merged:
         hook(model)
+    if not info.merged:  # merged, the adapter takes no part in the forward pass: it must not train
+        for name, p in model.named_parameters():
+            if name in info.new_parameters:
+                p.requires_grad_(False)
     info.merged = True
 
 
@@ -153,6 +183,10 @@ def unmerge(model: nn.Module) -> None:
     hook = get_method(info.method).unmerge
     if hook is not None and info.merged:
         hook(model)
+    if info.merged:
+        for name, p in model.named_parameters():
+            if name in info.new_parameters:
+                p.requires_grad_(True)
     info.merged = False
 
 
