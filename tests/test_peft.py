@@ -458,3 +458,16 @@ def test_a_merged_model_cannot_be_trained_or_saved_by_mistake(method):
     assert max((p - weights[n]).abs().max().item() for n, p in model.named_parameters()) < 1e-5
     assert (forward(model, x) - y).abs().max().item() < 1e-5
     model.state_dict()  # unmerged again: allowed
+
+
+def test_tied_weights_are_refused():
+    model = tiny()
+    blocks = model.vit.blocks
+    blocks[1].mlp.linear1 = blocks[0].mlp.linear1  # the same nn.Linear reached twice
+    with pytest.raises(ValueError, match=r"group 'mlp1': vit.blocks.1.mlp.linear1 shares its weight with "
+                                         r"vit.blocks.0.mlp.linear1 \(tied weights\)"):
+        find_groups(model, VIT_GROUPS)
+    model = tiny()
+    model.vit.blocks[2].mlp.linear2.weight = model.vit.blocks[3].mlp.linear2.weight  # a shared parameter
+    with pytest.raises(ValueError, match="vit.blocks.3.mlp.linear2 shares its weight with vit.blocks.2.mlp.linear2"):
+        find_groups(model, VIT_GROUPS)

@@ -24,7 +24,8 @@ VIT_GROUPS: list[dict] = [
     {"name": "mlp1", "targets": [r"blocks\.\d+\.mlp\.linear1$"]},
     {"name": "mlp2", "targets": [r"blocks\.\d+\.mlp\.linear2$"]},
 ]
-"""The paper's groups for MONAI ViT / UNETR: q, k, v, out_proj (4L x h x h), mlp.linear1 (L x mlp x h), mlp.linear2."""
+"""The paper's groups for MONAI ViT / UNETR: attention (4L x h x h; per block in module order out_proj, q, k, v, as
+MONAI's SABlock registers ``out_proj`` before ``qkv``), mlp.linear1 (L x mlp x h), mlp.linear2 (L x h x mlp)."""
 
 
 @dataclass
@@ -68,13 +69,18 @@ def find_groups(model: nn.Module, specs: Sequence[Mapping]) -> list[WeightGroup]
     """Resolve group specs on ``model``; raises ValueError naming the group when a spec matches nothing, when
     members differ in shape, when a split does not divide the rows, or when a module would join two groups."""
     owner: dict[str, str] = {}
+    weights: dict[int, str] = {}
     groups = []
     for spec in specs:
         gname, targets, split = spec["name"], list(spec["targets"]), dict(spec.get("split") or {})
         slots: list[ModuleSlots] = []
-        for name, module in model.named_modules():
+        for name, module in model.named_modules(remove_duplicate=False):
             if not isinstance(module, nn.Linear) or not any(re.search(t, name) for t in targets):
                 continue
+            if id(module.weight) in weights:
+                raise ValueError(f"group {gname!r}: {name} shares its weight with {weights[id(module.weight)]} (tied "
+                                 "weights): a tensor adapter would stack and update the same matrix twice")
+            weights[id(module.weight)] = name
             if name in owner:
                 raise ValueError(f"module {name!r} matches both group {owner[name]!r} and group {gname!r}")
             owner[name] = gname
