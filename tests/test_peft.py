@@ -252,6 +252,11 @@ def test_operators_computed_once_per_group_per_forward(monkeypatch):
     merge(model)
     forward(model, x)
     assert calls == []  # merged: no adapter path
+    unmerge(model)
+    twin = copy.deepcopy(model)  # a copy's hooks open passes on its own groups, not on the original's
+    forward(twin, x)
+    assert sorted(calls) == [12, 12, 48]
+    assert (forward(twin, x) - forward(model, x)).abs().max().item() < 1e-6
 
 
 # ---------------------------------------------------------------------------------------------------------------

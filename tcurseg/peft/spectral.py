@@ -107,16 +107,20 @@ def install(model: nn.Module, groups: dict[str, SpectralGroup]) -> None:
             replace_module(model, slots.name, layer)
             slots.module = layer
 
-    def begin(module: nn.Module, args: tuple) -> None:
-        for group in groups.values():
-            group.begin_pass()
+    model.register_forward_pre_hook(_begin_pass)
+    model.register_forward_hook(_end_pass, always_call=True)
 
-    def end(module: nn.Module, args: tuple, output: object) -> None:
-        for group in groups.values():
-            group.end_pass()
 
-    model.register_forward_pre_hook(begin)
-    model.register_forward_hook(end, always_call=True)
+def _begin_pass(module: nn.Module, args: tuple) -> None:
+    """Root pre-hook. It finds the groups on the module it is called with (no closure), so a ``copy.deepcopy`` of an
+    adapted model opens passes on its own groups."""
+    for group in spectral_groups(module):
+        group.begin_pass()
+
+
+def _end_pass(module: nn.Module, args: tuple, output: object) -> None:
+    for group in spectral_groups(module):
+        group.end_pass()
 
 
 def spectral_groups(model: nn.Module) -> list[SpectralGroup]:
