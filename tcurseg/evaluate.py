@@ -32,7 +32,8 @@ def load_model(cfg: DictConfig) -> tuple[torch.nn.Module, DictConfig, Path]:
     if cfg.adapter:
         model = build_unetr(model_config(cfg))
         if cfg.pretrained and str(cfg.pretrained).lower() != NO_WEIGHTS:
-            log.info("base weights: %s", load_pretrained(model, cfg.pretrained).summary())
+            log.info("base weights: %s", load_pretrained(model, cfg.pretrained,
+                                                         trusted=bool(cfg.get("pretrained_trusted"))).summary())
         peft.load_adapter(model, cfg.adapter)
         return model, cfg, Path(cfg.adapter).parent
     raise ValueError("say what to evaluate: run=<training output dir> or adapter=<file> (with pretrained=<base>)")

@@ -71,7 +71,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if dist.is_main and cfg.evaluate_after:
         test = load_data_list(cfg.data.data_list, cfg.data.get("data_root")).get("test", [])
         chosen = run_model_file(run_dir, cfg.evaluate_checkpoint)
-        state = torch.load(chosen, map_location=device, weights_only=False)
+        state = torch.load(chosen, map_location=device, weights_only=True)
         trainer.model.load_state_dict(state["model"])
         summary["evaluated"] = {"checkpoint": str(cfg.evaluate_checkpoint), "file": str(chosen.resolve()),
                                 "epoch": state.get("epoch")}

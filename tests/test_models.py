@@ -125,15 +125,17 @@ def test_load_pretrained_partial_and_errors(tmp_path):
         load_pretrained(_tiny(), tmp_path / "other.pt")
 
 
-def test_load_pretrained_unsafe_fallback_is_noted(tmp_path):
+def test_load_pretrained_needing_unpickling_is_refused_unless_trusted(tmp_path):
     source = _tiny()
     torch.save({"state_dict": source.state_dict(), "args": _Opaque(1)}, tmp_path / "old.pth")
     target = _tiny(seed=1)
+    with pytest.raises(ValueError, match=r"old\.pth holds objects beyond tensors .* pretrained_trusted=true"):
+        load_pretrained(target, tmp_path / "old.pth")
     assert not _same(source, target)
     with pytest.warns(UserWarning, match="weights_only=False"):
-        report = load_pretrained(target, tmp_path / "old.pth")
+        report = load_pretrained(target, tmp_path / "old.pth", trusted=True)
     assert isinstance(report, KeyReport)
-    assert len(report.notes) == 1 and "trust" in report.notes[0]
+    assert len(report.notes) == 1 and "pretrained_trusted" in report.notes[0]
     assert _same(source, target)
 
 

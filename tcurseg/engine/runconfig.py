@@ -10,7 +10,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 IGNORED = ("device", "resume", "output_dir", "run_name", "evaluate_after", "evaluate_checkpoint", "pretrain_recipe",
-           "eval", "hydra", "train.num_workers", "train.cache_rate", "train.ckpt_every", "train.keep_checkpoints")
+           "pretrained_trusted", "eval", "hydra", "train.num_workers", "train.cache_rate", "train.ckpt_every",
+           "train.keep_checkpoints")
 """Keys that do not change the trained weights (where they go, how they are evaluated, how fast data loads)."""
 
 

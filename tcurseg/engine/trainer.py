@@ -80,7 +80,7 @@ def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
     method = method_config(cfg)
     weights = pretrained_weights(cfg) if load_base else None
     if weights:
-        report = load_pretrained(model, weights)
+        report = load_pretrained(model, weights, trusted=bool(cfg.get("pretrained_trusted", False)))
         log.info("pretrained weights: %s", report.summary())
         # a module the checkpoint did not fit (the output head of a task with other classes) is freshly initialised:
         # it must train, whatever the CNN preset says
@@ -158,7 +158,7 @@ class Trainer:
         ckpt = latest_checkpoint(self.ckpt_dir) if self.cfg.resume else None
         if ckpt is None:
             return
-        state = torch.load(ckpt, map_location=self.device, weights_only=False)
+        state = torch.load(ckpt, map_location=self.device, weights_only=True)
         check_same_run(state.get("training_config"), training_config(self.cfg), self.run_dir)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -298,7 +298,7 @@ class Trainer:
             return
         last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(torch.load(self.run_dir / BEST_MODEL, map_location=self.device,
-                                              weights_only=False)["model"])
+                                              weights_only=True)["model"])
         peft.save_adapter(self.model, self.run_dir / "adapter.safetensors")
         self.model.load_state_dict(last)
 
@@ -321,7 +321,7 @@ def load_run_model(model_file: str | Path, cfg: Mapping | None = None) -> tuple[
     path = Path(model_file)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not a tcurseg model file (expected keys 'model' and 'config')")
     run_cfg = OmegaConf.create(state["config"] if cfg is None else cfg)

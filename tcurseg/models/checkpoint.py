@@ -55,14 +55,15 @@ def _first(names: list[str]) -> str:
     return ", ".join(names[:_SHOW]) + more
 
 
-def _read(path: Path, notes: list[str]) -> object:
+def _read(path: Path, notes: list[str], trusted: bool) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        note = (
-            f"{path} holds objects beyond tensors ({str(err).splitlines()[0]}); loaded with weights_only=False, "
-            "which runs pickled code: use only files you trust"
-        )
+        reason = str(err).splitlines()[0]
+        if not trusted:
+            raise ValueError(f"{path} holds objects beyond tensors ({reason}): reading it would run pickled code; "
+                             "set pretrained_trusted=true only for a file you trust") from None
+        note = f"{path} holds objects beyond tensors ({reason}); loaded with weights_only=False (pretrained_trusted)"
         warnings.warn(note, stacklevel=3)
         notes.append(note)
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -87,13 +88,13 @@ def _normalise(key: str, model_keys: set[str]) -> str:
     return key
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> KeyReport:
+def load_pretrained(model: nn.Module, path: str | Path, trusted: bool = False) -> KeyReport:
     """Copy matching tensors from a checkpoint at ``path`` into ``model`` (in place) and report the keys.
 
     Accepted layouts: ours ``{"model": state_dict, ...}``, a plain MONAI state dict, and the authors'
     ``{"state_dict": ...}`` whose keys carry ``module.`` (DataParallel) and/or ``model.`` prefixes, which are
-    stripped. Read with ``torch.load(weights_only=True)``; files that need full unpickling fall back to
-    ``weights_only=False`` with a warning recorded in ``KeyReport.notes``. Tensors whose shape differs from the
+    stripped. Read with ``torch.load(weights_only=True)``; a file that needs full unpickling (which runs code) is
+    refused unless ``trusted``, then read with a warning recorded in ``KeyReport.notes``. Tensors whose shape differs from the
     model's are skipped (reported as reinitialised). Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` when no key matches the model.
     """
@@ -101,7 +102,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> KeyReport:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
     report = KeyReport(path=str(path))
-    raw = _state_dict(_read(path, report.notes), path)
+    raw = _state_dict(_read(path, report.notes, trusted), path)
     target = model.state_dict()
     model_keys = set(target)
     source = {_normalise(key, model_keys): value for key, value in raw.items()}
