@@ -90,7 +90,7 @@ def _overrides(data_dir: Path, out_dir: Path, batch_size: int) -> list[str]:
         "train.val_every=1", f"output_dir={out_dir}", "evaluate_after=false", "device=cpu",
         # per-crop Dice: the loss is then a mean over crops, so DDP's mean of per-rank gradients is the global batch's
         # (batch Dice is computed over each rank's own crops)
-        "train.batch_dice=false",
+        "train.batch_dice=false", "data.synth.splits=[0.6,0.2,0.2]",
     ]
 
 
