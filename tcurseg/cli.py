@@ -12,8 +12,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from tcurseg.data import synth
-from tcurseg.data.check import assert_dataset_ok
 from tcurseg.data.errors import DataError
 
 log = logging.getLogger("tcurseg")
@@ -58,6 +56,9 @@ def check_config(cfg: DictConfig) -> None:
 
 def prepare_data(data_cfg: DictConfig, splits: tuple[str, ...]) -> None:
     """Generate the embedded synthetic data set when the config asks for it, then check every file of ``splits``."""
+    from tcurseg.data import synth
+    from tcurseg.data.check import assert_dataset_ok
+
     spec = data_cfg.get("synth")
     if spec:
         spacing, box = synth.PRESETS[spec.task]

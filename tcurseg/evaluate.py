@@ -18,7 +18,8 @@ from tcurseg.cli import prepare_data, user_errors
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
 from tcurseg.engine.runtime import amp_dtype, resolve_device
-from tcurseg.engine.trainer import NO_WEIGHTS, load_run_model, model_config, run_model_file
+from tcurseg.engine.runconfig import NO_WEIGHTS
+from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
 from tcurseg.models import build_unetr, load_pretrained
 
 log = logging.getLogger("tcurseg.evaluate")

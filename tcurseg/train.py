@@ -10,19 +10,12 @@ import os
 from pathlib import Path
 
 import hydra
-import torch
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tcurseg.cli import check_config, prepare_data, user_errors
-from tcurseg.data.lists import load_data_list
-from tcurseg.engine.distributed import barrier, init_distributed, shutdown
-from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
-from tcurseg.engine.report import write_summary_json
-from tcurseg.engine.runconfig import fresh_dir
-from tcurseg.engine.runtime import resolve_device
-from tcurseg.engine.trainer import Trainer, pretrained_weights, run_model_file
+from tcurseg.engine.runconfig import fresh_dir, pretrained_weights
 
 log = logging.getLogger("tcurseg.train")
 
@@ -50,6 +43,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one experiment into ``run_dir``; returns its summary (also written to ``summary.json``)."""
     check_config(cfg)
     weights = pretrained_weights(cfg)
+    # torch, MONAI and peft are imported here, not at the top: `--help` and config errors answer before they load
+    import torch
+
+    from tcurseg.data.lists import load_data_list
+    from tcurseg.engine.distributed import barrier, init_distributed, shutdown
+    from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
+    from tcurseg.engine.report import write_summary_json
+    from tcurseg.engine.runtime import resolve_device
+    from tcurseg.engine.trainer import Trainer, run_model_file
+
     if weights and not Path(weights).is_file() and cfg.get("pretrain_recipe"):
         log.info("no pretrained weights at %s: running +experiment=%s first", cfg.pretrained, cfg.pretrain_recipe)
         recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}", f"device={cfg.device}"])

@@ -74,7 +74,7 @@ def test_saved_files_are_group_readable(tmp_path):
 
 
 def test_frozen_random_encoder_is_refused_unless_asked_for():
-    from tcurseg.engine.trainer import pretrained_weights
+    from tcurseg.engine.runconfig import pretrained_weights
 
     with pytest.raises(ValueError, match=r"method=lora adapts a frozen encoder .* pretrained=none"):
         pretrained_weights(_cfg("method=lora", "pretrained=null"))

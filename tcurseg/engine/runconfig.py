@@ -85,3 +85,20 @@ def stored_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
         if isinstance(node, dict) and isinstance(node.get(leaf), str) and node[leaf] and node[leaf].lower() != "none":
             node[leaf] = str(Path(node[leaf]).expanduser().resolve())
     return plain
+
+
+NO_WEIGHTS = "none"
+"""``pretrained=none``: adapt a randomly initialised network on purpose."""
+
+
+def pretrained_weights(cfg: DictConfig) -> str | None:
+    """The pretrained weights file of ``cfg``, or None for ``pretrained=none``. A method that keeps (part of) the
+    encoder frozen without pretrained weights (``pretrained`` unset) is refused: it would adapt a random encoder."""
+    value = cfg.get("pretrained")
+    if value is None:
+        if cfg.method.name != "full":
+            raise ValueError(f"method={cfg.method.name} adapts a frozen encoder but no pretrained weights are given: "
+                             f"pass pretrained=<weights file>, or pretrained={NO_WEIGHTS} to adapt a random encoder "
+                             "on purpose")
+        return None
+    return None if str(value).lower() == NO_WEIGHTS else str(value)

@@ -33,7 +33,7 @@ from tcurseg.engine.inference import sliding_window_predict
 from tcurseg.engine.metrics import dice_score
 from tcurseg.engine.optim import build_optimizer, build_scheduler
 from tcurseg.engine.report import overlay_figure
-from tcurseg.engine.runconfig import check_same_run, stored_config, training_config
+from tcurseg.engine.runconfig import check_same_run, pretrained_weights, stored_config, training_config
 from tcurseg.engine.runtime import amp_dtype, peak_memory_mb
 from tcurseg.models import build_unetr, load_pretrained, resolve_cnn_modules
 
@@ -55,23 +55,6 @@ def method_config(cfg: DictConfig) -> dict:
     method["groups"] = OmegaConf.to_container(cfg.model.adapter_groups, resolve=True)
     method["trainable_modules"] = resolve_cnn_modules(method.pop("cnn"))
     return method
-
-
-NO_WEIGHTS = "none"
-"""``pretrained=none``: adapt a randomly initialised network on purpose."""
-
-
-def pretrained_weights(cfg: DictConfig) -> str | None:
-    """The pretrained weights file of ``cfg``, or None for ``pretrained=none``. A method that keeps (part of) the
-    encoder frozen without pretrained weights (``pretrained`` unset) is refused: it would adapt a random encoder."""
-    value = cfg.get("pretrained")
-    if value is None:
-        if cfg.method.name != "full":
-            raise ValueError(f"method={cfg.method.name} adapts a frozen encoder but no pretrained weights are given: "
-                             f"pass pretrained=<weights file>, or pretrained={NO_WEIGHTS} to adapt a random encoder "
-                             "on purpose")
-        return None
-    return None if str(value).lower() == NO_WEIGHTS else str(value)
 
 
 def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
