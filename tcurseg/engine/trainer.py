@@ -116,8 +116,9 @@ class Trainer:
                                   batch=bool(self.tcfg.batch_dice))
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if dist.enabled else self.model)
-        cache = CacheDataset(self.train_entries, train_transforms(cfg.data, cfg.augment), cache_rate=float(self.tcfg.cache_rate),
-                             num_workers=int(self.tcfg.num_workers), progress=False)
+        cache = CacheDataset(self.train_entries, train_transforms(cfg.data, cfg.augment),
+                             cache_rate=float(self.tcfg.cache_rate), num_workers=int(self.tcfg.num_workers),
+                             progress=False)
         self.train_set = EpochSeeded(cache, int(cfg.seed))
         self.start_epoch, self.history = 0, []
         self.val_overlay: tuple | None = None  # (image, truth, prediction, case) of the first validation case
