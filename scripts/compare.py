@@ -105,7 +105,7 @@ def overrides(method: str, preset: str, rank: int | None, lr: float, n_train: in
     ov = ["+experiment=demo", f"method={method}", f"seed={seed}", f"output_dir={run_dir}", "resume=true",
           f"{rate}={lr:g}", f"train.epochs={EPOCHS * scale}", f"train.val_every={VAL_EVERY * scale}",
           f"train.patience={PATIENCE}", f"train.ckpt_every={VAL_EVERY * scale}", "eval.overlays=0"]
-    if method not in NO_ADAPTER:
+    if method != "full":  # decoder-only trains the same CNN path as the adapters; full trains everything anyway
         ov.append(f"method.cnn={preset}")
     if rank is not None:
         ov.append(f"method.rank={rank}")

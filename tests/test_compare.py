@@ -48,6 +48,8 @@ def test_every_method_gets_the_same_budget(compare, tmp_path):
     assert budget == [o for o in full if o.startswith(("train.", "+experiment", "seed"))]
     assert "optim.adapter_lr=0.01" in lora and "method.cnn=paper" in lora and "method.rank=1" in lora
     assert "optim.lr=0.001" in full and not any(o.startswith(("method.cnn", "method.rank")) for o in full)
+    decoder = compare.overrides("decoder_only", "paper", None, 0.001, 32, 2, tmp_path)
+    assert "method.cnn=paper" in decoder  # the same CNN path as the adapters of the preset
     few = compare.overrides("lora", "paper", 1, 0.01, 4, 0, tmp_path)  # 4 subjects: 8x the epochs, same steps
     assert f"train.epochs={compare.EPOCHS * 8}" in few and f"train.val_every={compare.VAL_EVERY * 8}" in few
     assert "train.subjects=4" in few
