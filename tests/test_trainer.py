@@ -137,3 +137,20 @@ def test_reinitialised_head_trains_under_the_paper_preset(data_dir, tmp_path):
     assert any(n.startswith("decoder2.") for n in trainable)
     loaded = trainer.model.state_dict()
     assert torch.equal(loaded["decoder2.transp_conv.conv.weight"], source.state_dict()["decoder2.transp_conv.conv.weight"])
+
+
+def test_a_collapsed_pretrained_encoder_is_warned_about(tmp_path, caplog):
+    """Adam's L2 weight decay drove the demo's pretrained ViT blocks to ~1e-12 once: say so when loading such weights."""
+    from tcurseg.engine.trainer import warn_collapsed_encoder
+    from tcurseg.models import build_unetr
+    from tcurseg.peft import VIT_GROUPS
+
+    model = build_unetr({"img_size": [32, 32, 32], "hidden_size": 48, "mlp_dim": 96, "num_heads": 4,
+                         "feature_size": 8, "in_channels": 1, "out_channels": 2})
+    assert warn_collapsed_encoder(model, VIT_GROUPS, "fresh") == []
+    with torch.no_grad():
+        for block in model.vit.blocks:
+            block.mlp.linear1.weight.mul_(1e-9)
+    with caplog.at_level("WARNING", logger="tcurseg.engine.trainer"):
+        assert warn_collapsed_encoder(model, VIT_GROUPS, "w.pt") == ["mlp1"]
+    assert "pretrained weights w.pt: the encoder matrices of group(s) mlp1 are near zero" in caplog.text

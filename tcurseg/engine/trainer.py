@@ -72,8 +72,25 @@ def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
         if fresh:
             log.info("training the re-initialised modules too: %s", ", ".join(fresh))
             method["trainable_modules"] += fresh
+        warn_collapsed_encoder(model, method["groups"], weights)
     peft.apply(model, method)
     return model
+
+
+COLLAPSED_STD = 1e-4
+"""Below this standard deviation an encoder matrix counts as collapsed (a healthy init is ~0.02)."""
+
+
+def warn_collapsed_encoder(model: torch.nn.Module, groups: list, source: str) -> list[str]:
+    """Warn (and return the names) when the pretrained encoder matrices the adapter groups target are near zero: an
+    adapter built from them (tCURLoRA's C and R, LoRA-PT's and PiSSA's singular vectors) cannot change the model,
+    and the encoder carries nothing to adapt."""
+    collapsed = [group.name for group in peft.find_groups(model, groups)
+                 if float(group.stacked_weight().detach().float().std()) < COLLAPSED_STD]
+    if collapsed:
+        log.warning("pretrained weights %s: the encoder matrices of group(s) %s are near zero (std < %g): an adapter "
+                    "built from them cannot change the model", source, ", ".join(collapsed), COLLAPSED_STD)
+    return collapsed
 
 
 class EpochSeeded(Dataset):
