@@ -451,6 +451,9 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              ""]
     if recipe:
         lines += [recipe, ""]
+    void = REPO / "docs" / "compare_void" / "README.md"
+    if void.is_file():
+        lines += ["## " + void.read_text().lstrip("# "), ""]
     payload = {}
     lines += ["## Headline: 8 methods", ""]
     for preset in ("paper", "default"):
