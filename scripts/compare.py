@@ -58,7 +58,9 @@ RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora
 # on 2 CPU cores a run takes ~3 min, and 8 methods x 3 seeds already take ~80 min; a grid point per rate doubles it.
 GRID = {"adapter": (1e-2,), "base": (1e-2,)}
 SEEDS = (0, 1, 2)
-EPOCHS, VAL_EVERY, PATIENCE = 16, 2, 3  # the budget and early-stopping rule of every run (patience in validations)
+# The budget of every run: 24 epochs (384 steps of 2 cases), validation every 2 epochs, no early stop (a run that has
+# not started to segment yet must not be stopped for it); the best-validation checkpoint is the one evaluated.
+EPOCHS, VAL_EVERY, PATIENCE = 24, 2, None
 FULL_SUBJECTS = 32                # training subjects of the demo data set
 CURVE_SUBJECTS = (2, 4, 8, 16)
 CURVE_METHODS = ("decoder_only", "lora", "tcurlora", "full")
@@ -104,7 +106,7 @@ def overrides(method: str, preset: str, rank: int | None, lr: float, n_train: in
     rate = "optim.lr" if method in NO_ADAPTER else "optim.adapter_lr"
     ov = ["+experiment=demo", f"method={method}", f"seed={seed}", f"output_dir={run_dir}", "resume=true",
           f"{rate}={lr:g}", f"train.epochs={EPOCHS * scale}", f"train.val_every={VAL_EVERY * scale}",
-          f"train.patience={PATIENCE}", f"train.ckpt_every={VAL_EVERY * scale}", "eval.overlays=0"]
+          f"train.patience={'null' if PATIENCE is None else PATIENCE}", f"train.ckpt_every={VAL_EVERY * scale}", "eval.overlays=0"]
     if method != "full":  # decoder-only trains the same CNN path as the adapters; full trains everything anyway
         ov.append(f"method.cnn={preset}")
     if rank is not None:
@@ -160,10 +162,15 @@ def record_path(spec: Mapping, root: Path = RECORDS) -> Path:
 def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dict:
     """The record of one run: read it if it exists, else train (in a fresh process) and write it."""
     path = record_path(spec, records)
-    if path.is_file():
-        return json.loads(path.read_text())
     run_path = work / path.relative_to(records).with_suffix("")
     ov = overrides(spec["method"], spec["preset"], spec["rank"], spec["lr"], spec["n_train"], spec["seed"], run_path)
+    if path.is_file():
+        record = json.loads(path.read_text())
+        stale = set(_protocol(record.get("overrides", []))) ^ set(_protocol(ov))
+        if stale:
+            raise SystemExit(f"{path}: recorded under another protocol ({', '.join(sorted(stale))}); "
+                             "delete the records of the old protocol to rerun them")
+        return record
     print(f"run {path.stem} ({spec['study']}, {spec['preset']}): {' '.join(ov)}", flush=True)
     started = time.perf_counter()
     proc = multiprocessing.get_context("spawn").Process(target=_train_child, args=(ov, str(run_path)))
@@ -176,6 +183,11 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
     path.write_text(json.dumps({**record, "overrides": ov}, indent=1) + "\n")
     print(f"    val {record['best']['val_dice']:.4f}, test {mean_dice(record):.4f}, {record['wall_s']:.0f} s", flush=True)
     return record
+
+
+def _protocol(ov: Iterable[str]) -> list[str]:
+    """The overrides that define a run, without where it was written."""
+    return [o for o in ov if not o.startswith("output_dir=")]
 
 
 def mean_dice(record: Mapping) -> float:
@@ -433,9 +445,10 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              "## Protocol", "",
              f"- Machine: {machine_info()}. Runs: {len(records)}, {total / 3600:.2f} h of wall time in all.",
              "- Task: `+experiment=demo` (fine-tune the UNETR pretrained on `synth_tumor` to `synth_hippo`: "
-             f"{FULL_SUBJECTS} training, 8 validation, 24 test subjects). Every run: the same data, at most {EPOCHS} "
-             f"epochs with validation every {VAL_EVERY}, early stop after {PATIENCE} validations without a better Dice, "
-             "the best-validation checkpoint evaluated on the test split.",
+             f"{FULL_SUBJECTS} training, 8 validation, 24 test subjects). Every run: the same data, {EPOCHS} epochs "
+             f"with validation every {VAL_EVERY}, "
+             + ("no early stop" if PATIENCE is None else f"early stop after {PATIENCE} validations without a better Dice")
+             + ", the best-validation checkpoint evaluated on the test split.",
              f"- Seeds {', '.join(map(str, SEEDS))} for the tables, {', '.join(map(str, CURVE_SEEDS))} for the curves; "
              "the same seeds and data for every method.",
              f"- Learning rate: each method's own rate (`optim.adapter_lr` for methods that add parameters, grid "
