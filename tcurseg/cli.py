@@ -28,11 +28,19 @@ def user_errors() -> Iterator[None]:
             raise
         if isinstance(err, MissingMandatoryValue):
             err = ValueError(f"missing value for {err.full_key}: give it on the command line ({err.full_key}=...)")
-        log.error("%s", err)
+        _log_to_files(str(err))
         sys.exit(f"tcurseg: error: {err}")
     except KeyboardInterrupt:
         print("tcurseg: interrupted: run the same command again to resume from the newest checkpoint", file=sys.stderr)
         sys.exit(130)
+
+
+def _log_to_files(message: str) -> None:
+    """Record an error in the run's log file (train.log) only: the console gets it once, from ``sys.exit``."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def check_config(cfg: DictConfig) -> None:

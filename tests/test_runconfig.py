@@ -112,3 +112,18 @@ def test_missing_value_and_ctrl_c_end_in_one_line(capsys, monkeypatch):
     assert exit_info.value.code == 130
     assert capsys.readouterr().err.strip() == ("tcurseg: interrupted: run the same command again to resume from the "
                                                "newest checkpoint")
+
+
+def test_a_caught_error_is_printed_once(tmp_path):
+    """Through the real entry point: the console gets the error line once (not a log line and then the exit line)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TCURSEG_DEBUG"}
+    proc = subprocess.run([sys.executable, "-m", "tcurseg.train", "+experiment=demo", "train.epochs=0",
+                           f"hydra.run.dir={tmp_path}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert console.count("train for at least 1 epoch") == 1, console
+    assert console.strip() == "tcurseg: error: train.epochs=0: train for at least 1 epoch"

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from tcurseg.peft.groups import target_module_names
 from tcurseg.peft.layers import AdaptedLinear, replace_module
-from tcurseg.tensor import cur_factors, select_inverse_probability
+from tcurseg.tensor import cur_factors, select_inverse_probability, spectral_dtype
 
 
 class CURLinear(AdaptedLinear):
@@ -23,18 +23,22 @@ class CURLinear(AdaptedLinear):
     def __init__(self, base: nn.Linear, rank: int, generator: torch.Generator) -> None:
         super().__init__(base)
         with torch.no_grad():
-            I, J = select_inverse_probability(base.weight.float().unsqueeze(0), rank, 1, generator)
+            I, J = select_inverse_probability(self._spectral_weight().unsqueeze(0), rank, 1, generator)
         self.register_buffer("col_index", I)
         self.register_buffer("row_index", J)
         self.register_buffer("C", torch.empty(0), persistent=False)
         self.register_buffer("R", torch.empty(0), persistent=False)
         self.rebuild()
-        self.U = nn.Parameter(torch.zeros(rank, rank, device=base.weight.device))
+        self.U = nn.Parameter(torch.zeros(rank, rank, dtype=self.C.dtype, device=base.weight.device))
+
+    def _spectral_weight(self) -> torch.Tensor:
+        """The base weight at the factors' precision (float64 for a float64 base, else float32)."""
+        return self.weight.detach().to(spectral_dtype(self.weight.dtype))
 
     @torch.no_grad()
     def rebuild(self) -> None:
         """C, R from the current (unmerged) base weight and the recorded indices."""
-        self.C, self.R = cur_factors(self.weight.float(), self.col_index, self.row_index)
+        self.C, self.R = cur_factors(self._spectral_weight(), self.col_index, self.row_index)
 
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(F.linear(x, self.R.to(x.dtype)), self.U.to(x.dtype)), self.C.to(x.dtype))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tcurseg.peft.groups import WeightGroup, find_groups
-from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups
+from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, stacked_spectral_weight
 from tcurseg.tensor import spectral_svd
 
 
@@ -35,7 +35,7 @@ class TSVDGroup(SpectralGroup):
     @torch.no_grad()
     def rebuild(self) -> None:
         """The frozen top-r triplets from the current (unmerged) base weights."""
-        self.U0, self.S0, self.V0 = spectral_svd(self.weight_group.stacked_weight().float(), self.rank)
+        self.U0, self.S0, self.V0 = spectral_svd(stacked_spectral_weight(self.weight_group), self.rank)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         C = torch.cat((self.U(), self.U0), dim=-1)

@@ -2,6 +2,10 @@
 the half spectrum, dW = irfft_k(C_k M_k R_k, n=L), applied to each member layer through the real low-rank operators
 of :func:`tcurseg.tensor.lowrank_operators`.
 
+Precision: the spectrum, the frozen factors and the trainable spectral parameters follow the base weights' precision
+(:func:`tcurseg.tensor.spectral_dtype`: complex128 for a float64 base, complex64 for float32 / bf16 / fp16), under any
+``Module.to()`` / ``.double()`` / ``.bfloat16()`` of the model as well (see :meth:`SpectralGroup._apply`).
+
 The operators are computed once per forward pass of the whole model (a forward pre-hook on the root opens a pass,
 a forward hook closes it) and shared by all L member layers; outside a model pass (a member called on its own)
 they are recomputed per call.
@@ -9,12 +13,14 @@ they are recomputed per call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from tcurseg.peft.groups import WeightGroup
 from tcurseg.peft.layers import AdaptedLinear, replace_module
-from tcurseg.tensor import apply_lowrank, lowrank_operators, num_slices, real_slice_mask, spectral_delta
+from tcurseg.tensor import apply_lowrank, lowrank_operators, num_slices, real_slice_mask, spectral_delta, spectral_dtype
 
 
 class HalfSpectrumParameter(nn.Module):
@@ -37,6 +43,30 @@ class HalfSpectrumParameter(nn.Module):
         return torch.complex(self.real, imag)
 
 
+def stacked_spectral_weight(group: WeightGroup) -> torch.Tensor:
+    """The group's L x m x n stack, detached, at the precision its spectrum is computed in."""
+    W = group.stacked_weight().detach()
+    return W.to(spectral_dtype(W.dtype))
+
+
+def _spectral_cast(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` (a ``Module._apply`` conversion) as it must act on spectral tensors: the device is what ``fn`` gives,
+    the real precision is :func:`spectral_dtype` of what ``fn`` makes of a real tensor of the same precision, and a
+    complex tensor stays complex (``Module.to(torch.float64)`` would silently drop its imaginary part)."""
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        if not (t.is_floating_point() or t.is_complex()):
+            return fn(t)
+        real = t.real.dtype if t.is_complex() else t.dtype
+        probe = fn(torch.zeros((), dtype=real, device=t.device))
+        dtype = spectral_dtype(probe.dtype) if probe.is_floating_point() else real
+        if t.is_complex():
+            dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        return t.to(device=probe.device, dtype=dtype)
+
+    return cast
+
+
 class SpectralGroup(nn.Module):
     """Base class of a tensor adapter on one :class:`WeightGroup`; subclasses implement :meth:`factors`."""
 
@@ -51,6 +81,11 @@ class SpectralGroup(nn.Module):
     @property
     def weight_group(self) -> WeightGroup:
         return self._group
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "SpectralGroup":
+        """Device moves and casts of the model reach the group's tensors through :func:`_spectral_cast`."""
+        self._operators = None
+        return super()._apply(_spectral_cast(fn), recurse)
 
     def rebuild(self) -> None:
         """Recompute the frozen factors derived from the (unmerged) base weights, e.g. after a state dict load."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tcurseg.peft.groups import WeightGroup, find_groups
-from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups
+from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, stacked_spectral_weight
 from tcurseg.tensor import cur_factors, rfft_stack, select_inverse_probability, select_top_norm
 
 SELECTIONS = ("top_norm", "inverse_probability")
@@ -30,7 +30,7 @@ class TCURGroup(SpectralGroup):
         if selection not in SELECTIONS:
             raise ValueError(f"unknown tCURLoRA selection {selection!r}; choose one of {SELECTIONS}")
         with torch.no_grad():
-            D = rfft_stack(group.stacked_weight().float())
+            D = rfft_stack(stacked_spectral_weight(group))
             if selection == "top_norm":
                 I, J = select_top_norm(D, rank, self.L)
             else:
@@ -45,7 +45,7 @@ class TCURGroup(SpectralGroup):
     @torch.no_grad()
     def rebuild(self) -> None:
         """C, R from the current (unmerged) base weights and the recorded indices I, J."""
-        D = rfft_stack(self.weight_group.stacked_weight().float())
+        D = rfft_stack(stacked_spectral_weight(self.weight_group))
         self.C, self.R = cur_factors(D, self.col_index, self.row_index)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

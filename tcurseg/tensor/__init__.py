@@ -10,6 +10,7 @@ from tcurseg.tensor.fourier import (
     rfft_stack,
     slice_multiplicity,
     spectral_delta,
+    spectral_dtype,
     tproduct,
     ttranspose,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "select_top_norm",
     "slice_multiplicity",
     "spectral_delta",
+    "spectral_dtype",
     "spectral_svd",
     "spectral_svd_reconstruct",
     "tproduct",

@@ -29,6 +29,13 @@ def slice_multiplicity(L: int) -> torch.Tensor:
     return 2.0 - real_slice_mask(L).float()
 
 
+def spectral_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype in which the spectrum of a real stack of ``dtype`` is computed and kept: float64 for float64,
+    float32 for every other floating type (the FFT is never run below fp32; bf16 / fp16 have no complex type).
+    Its complex counterpart is complex128 / complex64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def rfft_stack(W: torch.Tensor) -> torch.Tensor:
     """D = rfft(W, dim=0): the K independent frequency slices of a real L x m x n tensor (complex, K x m x n)."""
     return torch.fft.rfft(W, dim=0)

@@ -1,0 +1,110 @@
+"""Casting an adapted model: the spectral factors follow the base weights' precision (complex128 for float64,
+complex64 for float32 / bfloat16 / float16 bases), a complex tensor stays complex under any ``.to()``, and trainable
+spectral parameters never drop below float32 (so a bf16 round trip gives them back bit for bit)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from monai.networks.nets import ViT
+
+from tcurseg.peft import VIT_GROUPS, apply, find_groups, merge
+from tcurseg.peft.spectral import spectral_groups
+
+SPECTRAL = ["tcurlora", "lorapt"]
+
+
+def _vit(num_layers: int = 4, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return ViT(in_channels=1, img_size=(16, 16, 16), patch_size=(8, 8, 8), hidden_size=32, mlp_dim=64,
+               num_layers=num_layers, num_heads=4)
+
+
+def _x(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
+
+
+@torch.no_grad()
+def _out(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.eval()(x)[0]
+
+
+@torch.no_grad()
+def _perturb(model: torch.nn.Module, scale: float = 0.3) -> None:
+    g = torch.Generator().manual_seed(5)
+    for p in model.adapter_groups.parameters():
+        p.add_(scale * (p.abs().mean().item() or 1.0) * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def _reference_delta(W: torch.Tensor, I: torch.Tensor, J: torch.Tensor, dU_half: torch.Tensor) -> torch.Tensor:
+    """dW by the full complex FFT in float64, the conjugate-symmetric cores filled in from the half spectrum."""
+    L, K = W.shape[0], dU_half.shape[0]
+    D = torch.fft.fft(W.double(), dim=0)
+    dU = torch.zeros(L, *dU_half.shape[1:], dtype=torch.complex128)
+    dU[:K] = dU_half.to(torch.complex128)
+    for k in range(1, K):
+        dU[L - k] = dU_half[k].conj()
+    return torch.fft.ifft(D[:, :, I] @ dU @ D[:, J, :], dim=0).real
+
+
+def test_float64_tcurlora_update_equals_the_complex_reference():
+    base = _vit().double()
+    model = apply(copy.deepcopy(base), {"name": "tcurlora", "rank": 3})
+    _perturb(model)
+    for g in find_groups(base, VIT_GROUPS):
+        group = model.adapter_groups[g.name]
+        assert group.C.dtype == group.dU().dtype == torch.complex128
+        reference = _reference_delta(g.stacked_weight(), group.col_index, group.row_index, group.dU())
+        assert reference.abs().max().item() > 1e-3
+        assert (group.delta() - reference).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("method", SPECTRAL + ["curlora"])
+def test_to_float64_after_injection_keeps_the_model_correct(method):
+    base = _vit()
+    model = apply(copy.deepcopy(base), {"name": method, "rank": 2})
+    model.to(torch.float64)
+    base.to(torch.float64)
+    x = _x(torch.float64)
+    assert (_out(model, x) - _out(base, x)).abs().max().item() < 1e-5
+    for group in spectral_groups(model):
+        complex_tensors = [t for t in (*group.buffers(), *(p() for p in group.children())) if t.is_complex()]
+        assert complex_tensors and all(t.dtype == torch.complex128 for t in complex_tensors)
+    model.double()
+    unmerged = _out(model, x)
+    merge(model)
+    assert (_out(model, x) - unmerged).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize("method", SPECTRAL)
+def test_double_then_merge(method):
+    model = apply(_vit(), {"name": method, "rank": 2})
+    _perturb(model)
+    model.double()
+    x = _x(torch.float64)
+    unmerged = _out(model, x)
+    merge(model)
+    assert (_out(model, x) - unmerged).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize("method", SPECTRAL)
+def test_bfloat16_cast_and_round_trip_to_float32(method):
+    model = apply(_vit(), {"name": method, "rank": 2})
+    _perturb(model)
+    x = _x()
+    y32 = _out(model, x)
+    before = {n: p.detach().clone() for n, p in model.adapter_groups.named_parameters()}
+
+    model.to(torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in model.adapter_groups.parameters())
+    assert all(t.dtype in (torch.complex64, torch.float32, torch.long) for g in spectral_groups(model) for t in g.buffers())
+    y16 = _out(model, x.bfloat16())
+    assert y16.dtype == torch.bfloat16
+    assert ((y16.float() - y32).abs().max() / y32.abs().max()).item() < 5e-2
+
+    model.float()
+    after = dict(model.adapter_groups.named_parameters())
+    assert all(torch.equal(after[n], p) for n, p in before.items())
+    assert ((_out(model, x) - y32).abs().max() / y32.abs().max()).item() < 5e-2
