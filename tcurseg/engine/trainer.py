@@ -35,7 +35,7 @@ from tcurseg.engine.optim import build_optimizer, build_scheduler
 from tcurseg.engine.report import overlay_figure
 from tcurseg.engine.runconfig import check_same_run, pretrained_weights, stored_config, training_config
 from tcurseg.engine.runtime import amp_dtype, peak_memory_mb
-from tcurseg.models import build_unetr, load_pretrained, resolve_cnn_modules
+from tcurseg.models import build_unetr, load_pretrained, require_complete_encoder, resolve_cnn_modules
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
     if weights:
         report = load_pretrained(model, weights, trusted=bool(cfg.get("pretrained_trusted", False)))
         log.info("pretrained weights: %s", report.summary())
+        require_complete_encoder(report, cfg.method.name)
         # a module the checkpoint did not fit (the output head of a task with other classes) is freshly initialised:
         # it must train, whatever the CNN preset says
         fresh = sorted({key.rsplit(".", 1)[0] for key in report.mismatched})

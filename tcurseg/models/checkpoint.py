@@ -1,7 +1,14 @@
-"""Load pretrained weights (ours, MONAI, the authors') into a model and report what matched."""
+"""Load pretrained weights into a UNETR and report what matched.
+
+Layouts (docs/design.md, section 3c): ours (``{"model": ..., "config": ...}``), a plain MONAI state dict,
+the authors' ``{"state_dict", "epoch", "optim_dict"}`` with ``module.``, MONAI research-contributions UNETR
+(``{"state_dict", "epoch", "best_acc"}``, perceptron patch embedding, legacy ``vit.cls_token``), MONAI's
+self-supervised ``ViTAutoEnc`` (keys without ``vit.``, decoder ``conv3d_transpose*`` extras), and keys under
+``module.`` / ``backbone.`` / ``model.``. Position embeddings of another patch grid are interpolated."""
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -10,8 +17,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 _SHOW = 5
+PREFIXES = ("module.", "backbone.", "model.")
+ENCODER = "vit."
+POSITION = "vit.patch_embedding.position_embeddings"
+LEGACY = {"vit.cls_token": "legacy vit.cls_token dropped (MONAI < 0.9 created it without classification)"}
 
 
 @dataclass
@@ -29,10 +41,13 @@ class KeyReport:
     mismatched: list[str] = field(default_factory=list)
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    encoder_loaded: int = 0
+    encoder_total: int = 0
 
     def summary(self) -> str:
         """Counts plus the first few names of each non-empty category, one line per category."""
-        lines = [f"pretrained {self.path}: loaded {len(self.loaded)} tensors"]
+        lines = [f"pretrained {self.path}: loaded {len(self.loaded)} tensors; "
+                 f"encoder: {self.encoder_loaded}/{self.encoder_total} tensors"]
         named = (("missing (kept initialisation)", self.missing), ("unexpected (ignored)", self.unexpected))
         for label, names in named:
             if names:
@@ -81,11 +96,64 @@ def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _normalise(key: str, model_keys: set[str]) -> str:
-    while key.startswith("module."):
-        key = key[len("module.") :]
-    if key not in model_keys and key.startswith("model."):
-        key = key[len("model.") :]
+    """The model key a checkpoint key stands for: DataParallel / wrapper prefixes stripped, and ``vit.`` added to a
+    bare ViT key (``ViTAutoEnc`` or ``ViT`` weights)."""
+    while key not in model_keys and key.startswith(PREFIXES):
+        key = key.split(".", 1)[1]
+    if key not in model_keys and ENCODER + key in model_keys:
+        key = ENCODER + key
     return key
+
+
+def _encoder_keys(model_keys: set[str]) -> set[str]:
+    """The encoder tensors a checkpoint must provide: every ``vit.`` key but MONAI's unused cross-attention norms."""
+    return {k for k in model_keys if k.startswith(ENCODER) and "norm_cross_attn" not in k}
+
+
+def _grid(n: int, config: object) -> tuple[int, ...] | None:
+    """The patch grid of a checkpoint's n position embeddings: from our stored config, else a cube."""
+    if isinstance(config, Mapping) and isinstance(config.get("model"), Mapping) and "img_size" in config["model"]:
+        from tcurseg.models.unetr import PATCH_SIZE
+
+        grid = tuple(int(s) // PATCH_SIZE for s in config["model"]["img_size"])
+        if math.prod(grid) == n:
+            return grid
+    side = round(n ** (1 / 3))
+    return (side,) * 3 if side**3 == n else None
+
+
+def interpolate_position_embeddings(pos: torch.Tensor, source: tuple[int, ...], target: tuple[int, ...]) -> torch.Tensor:
+    """Position embeddings (1, prod(source), h) of a row-major patch grid (MONAI's flattening) resampled to the grid
+    ``target``: trilinear, ``align_corners=False`` (so the same grid returns them unchanged)."""
+    h = pos.shape[-1]
+    field = pos.reshape(1, *source, h).permute(0, 4, 1, 2, 3).float()
+    out = F.interpolate(field, size=tuple(target), mode="trilinear", align_corners=False)
+    return out.permute(0, 2, 3, 4, 1).reshape(1, -1, h).to(pos.dtype)
+
+
+def _adapt_position_embeddings(source: dict, target: Mapping, model: nn.Module, config: object,
+                               notes: list[str]) -> None:
+    if POSITION not in source or POSITION not in target or source[POSITION].shape == target[POSITION].shape:
+        return
+    pos, want = source[POSITION], target[POSITION]
+    grid_from = _grid(pos.shape[1], config)
+    grid_to = tuple(int(s) for s in getattr(model, "feat_size", ()) or ()) or _grid(want.shape[1], None)
+    if pos.shape[-1] != want.shape[-1] or grid_from is None or grid_to is None or math.prod(grid_to) != want.shape[1]:
+        return  # reported as a shape mismatch
+    source[POSITION] = interpolate_position_embeddings(pos, grid_from, grid_to)
+    notes.append(f"position embeddings interpolated (trilinear) from the patch grid {grid_from} -> {grid_to}")
+
+
+def require_complete_encoder(report: KeyReport, method: str) -> None:
+    """Refuse, in one line, to keep an encoder frozen that the checkpoint did not fully provide (every method but
+    ``full`` freezes the encoder, or part of it)."""
+    if method == "full" or report.encoder_loaded == report.encoder_total:
+        return
+    hints = " ".join(n for n in report.notes if "model.proj_type" in n)
+    missing = [k for k in report.missing if k.startswith(ENCODER) and "norm_cross_attn" not in k]
+    raise ValueError(f"pretrained {report.path}: the encoder was loaded in part ({report.encoder_loaded}/"
+                     f"{report.encoder_total} tensors; missing e.g. {_first(missing)}), and method={method} keeps it "
+                     f"frozen: check that model.* matches the checkpoint. {hints}".rstrip())
 
 
 def load_pretrained(model: nn.Module, path: str | Path, trusted: bool = False) -> KeyReport:
@@ -102,10 +170,20 @@ def load_pretrained(model: nn.Module, path: str | Path, trusted: bool = False) -
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
     report = KeyReport(path=str(path))
-    raw = _state_dict(_read(path, report.notes, trusted), path)
+    obj = _read(path, report.notes, trusted)
+    raw = _state_dict(obj, path)
     target = model.state_dict()
     model_keys = set(target)
     source = {_normalise(key, model_keys): value for key, value in raw.items()}
+    for key, note in LEGACY.items():
+        if source.pop(key, None) is not None and key not in model_keys:
+            report.notes.append(note)
+    if any(k.startswith("vit.patch_embedding.patch_embeddings.1.") for k in source) and \
+            "vit.patch_embedding.patch_embeddings.weight" in model_keys:
+        report.notes.append("the checkpoint's patch embedding is a perceptron (MONAI research-contributions UNETR): "
+                            "set model.proj_type=perceptron")
+    _adapt_position_embeddings(source, target, model, obj.get("config") if isinstance(obj, Mapping) else None,
+                               report.notes)
     to_load: dict[str, torch.Tensor] = {}
     for key, value in source.items():
         if key not in target:
@@ -122,6 +200,8 @@ def load_pretrained(model: nn.Module, path: str | Path, trusted: bool = False) -
         )
     model.load_state_dict(to_load, strict=False)
     report.loaded = sorted(to_load)
+    encoder = _encoder_keys(model_keys)
+    report.encoder_loaded, report.encoder_total = len(encoder & set(to_load)), len(encoder)
     report.missing = sorted(model_keys - set(source))
     report.unexpected.sort()
     report.mismatched.sort()

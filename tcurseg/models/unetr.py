@@ -24,6 +24,7 @@ _DEFAULTS: dict[str, Any] = {
     "norm_name": "instance",
     "res_block": True,
     "qkv_bias": False,
+    "proj_type": "conv",
 }
 
 
@@ -40,7 +41,8 @@ def build_unetr(cfg: Mapping[str, Any]) -> UNETR:
 
     Required keys: ``in_channels``, ``out_channels``, ``img_size`` (the roi, 3 ints, each divisible by 16).
     Optional keys (UNETR-B defaults): ``feature_size`` 16, ``hidden_size`` 768, ``mlp_dim`` 3072,
-    ``num_heads`` 12, ``dropout_rate`` 0.0, ``norm_name`` "instance", ``res_block`` True, ``qkv_bias`` False.
+    ``num_heads`` 12, ``dropout_rate`` 0.0, ``norm_name`` "instance", ``res_block`` True, ``qkv_bias`` False,
+    ``proj_type`` "conv" (the patch embedding; "perceptron" for MONAI research-contributions UNETR checkpoints).
     Other keys are ignored. Invalid sizes raise ``ValueError``.
     """
     img_size = [int(s) for s in _get(cfg, "img_size")]
@@ -69,6 +71,7 @@ def build_unetr(cfg: Mapping[str, Any]) -> UNETR:
         res_block=bool(_get(cfg, "res_block")),
         dropout_rate=float(_get(cfg, "dropout_rate")),
         qkv_bias=bool(_get(cfg, "qkv_bias")),
+        proj_type=str(_get(cfg, "proj_type")),
     )
 
 
