@@ -13,9 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from tcurseg.data.errors import DataError
+from tcurseg.paths import conf_dir
 
 log = logging.getLogger("tcurseg")
-METHOD_CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
+METHOD_CONF = conf_dir() / "method"
 
 
 @contextlib.contextmanager

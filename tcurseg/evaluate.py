@@ -17,10 +17,11 @@ from tcurseg import peft
 from tcurseg.cli import prepare_data, user_errors
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
-from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.runconfig import NO_WEIGHTS
+from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
 from tcurseg.models import build_unetr, load_pretrained
+from tcurseg.paths import conf_dir
 
 log = logging.getLogger("tcurseg.evaluate")
 
@@ -63,7 +64,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="evaluate")
+@hydra.main(version_base=None, config_path=str(conf_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         evaluate(cfg)

@@ -16,6 +16,7 @@ from tcurseg.data.lists import load_data_list
 from tcurseg.engine.evaluator import predict_cases
 from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.trainer import load_run_model, run_model_file
+from tcurseg.paths import conf_dir
 
 log = logging.getLogger("tcurseg.predict")
 
@@ -49,7 +50,7 @@ def predict(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="predict")
+@hydra.main(version_base=None, config_path=str(conf_dir()), config_name="predict")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         predict(cfg)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tcurseg.cli import check_config, prepare_data, user_errors
 from tcurseg.engine.runconfig import fresh_dir, pretrained_weights
+from tcurseg.paths import conf_dir
 
 log = logging.getLogger("tcurseg.train")
 
@@ -94,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
