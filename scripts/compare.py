@@ -125,8 +125,7 @@ def _train_child(ov: list[str], run_path: str) -> None:
 
     path = Path(run_path)
     path.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=[logging.FileHandler(path / "compare.log")], force=True)
+    logging.getLogger().setLevel(logging.INFO)  # the run logs into <run folder>/train.log
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         run(compose(config_name="config", overrides=ov), path)
 
@@ -177,7 +176,7 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
     proc.start()
     proc.join()
     if proc.exitcode != 0:
-        raise SystemExit(f"run {path.stem} failed (exit {proc.exitcode}); see {run_path / 'compare.log'}")
+        raise SystemExit(f"run {path.stem} failed (exit {proc.exitcode}); see {run_path / 'train.log'}")
     record = record_from_run(run_path, spec, time.perf_counter() - started)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**record, "overrides": ov}, indent=1) + "\n")

@@ -51,6 +51,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from tcurseg.engine.distributed import barrier, init_distributed, shutdown
     from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
     from tcurseg.engine.report import write_summary_json
+    from tcurseg.engine.runlog import use_run_log
     from tcurseg.engine.runtime import resolve_device
     from tcurseg.engine.trainer import Trainer, run_model_file
 
@@ -69,6 +70,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             log.info("resume=false: %s holds another run, training into %s", run_dir, fresh)
             run_dir = fresh
     run_dir.mkdir(parents=True, exist_ok=True)
+    use_run_log(run_dir, dist)
+    log.info("run folder %s", run_dir.resolve())
     trainer = Trainer(cfg, run_dir, dist, device)
     summary = {"run": str(run_dir), "method": cfg.method.name, "device": str(device),
                "world_size": dist.world_size, **trainer.fit()}

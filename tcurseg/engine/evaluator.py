@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from tcurseg.data.transforms import class_values, eval_transforms
 from tcurseg.engine.inference import sliding_window_predict
@@ -36,7 +37,7 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
     transform = eval_transforms(data_cfg, with_label=with_label)
     model.eval().to(device)
     rows: list[dict] = []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(tqdm(entries, desc="predicting", leave=False, disable=None, dynamic_ncols=True)):
         case = str(entry.get("id", i))
         data = transform(dict(entry))
         image = data["image"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,6 +123,9 @@ class Trainer:
             self.train_entries = self.train_entries[: int(self.tcfg.subjects)]
         if not self.train_entries:
             raise ValueError(f"{cfg.data.data_list}: the training split is empty")
+        log.info("data %s (root %s): %d training, %d validation, %d test cases", Path(cfg.data.data_list).resolve(),
+                 cfg.data.get("data_root") or Path(cfg.data.data_list).resolve().parent, len(self.train_entries),
+                 len(self.val_entries), len(splits.get("test", [])))
         self.model = build_model(cfg).to(device)
         self.report = peft.trainable_report(self.model)
         self.optimizer = build_optimizer(peft.parameter_groups(self.model), cfg.optim)
@@ -136,7 +140,7 @@ class Trainer:
                     if dist.enabled else self.model)
         cache = CacheDataset(self.train_entries, train_transforms(cfg.data, cfg.augment),
                              cache_rate=float(self.tcfg.cache_rate), num_workers=int(self.tcfg.num_workers),
-                             progress=False)
+                             progress=dist.is_main and sys.stderr.isatty())
         self.train_set = EpochSeeded(cache, int(cfg.seed))
         self.start_epoch, self.history = 0, []
         self.val_overlay: tuple | None = None  # (image, truth, prediction, case) of the first validation case
@@ -206,7 +210,8 @@ class Trainer:
         regions = [list(v) for v in self.cfg.data.regions.values()]
         total = torch.zeros(2, dtype=torch.float64)
         self.val_overlay = None
-        for entry in self.val_entries[self.dist.rank::self.dist.world_size]:
+        for entry in tqdm(self.val_entries[self.dist.rank::self.dist.world_size], desc="validation", leave=False,
+                          disable=None if self.dist.is_main else True, dynamic_ncols=True):
             data = transform(entry)
             logits = sliding_window_predict(self.model, data["image"].unsqueeze(0).to(self.device), roi,
                                             overlap=float(self.cfg.eval.overlap), amp=self.amp is not None,
