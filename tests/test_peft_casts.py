@@ -99,7 +99,8 @@ def test_bfloat16_cast_and_round_trip_to_float32(method):
 
     model.to(torch.bfloat16)
     assert all(p.dtype == torch.float32 for p in model.adapter_groups.parameters())
-    assert all(t.dtype in (torch.complex64, torch.float32, torch.long) for g in spectral_groups(model) for t in g.buffers())
+    buffers = [t for g in spectral_groups(model) for t in g.buffers()]
+    assert all(t.dtype in (torch.complex64, torch.float32, torch.long) for t in buffers)
     y16 = _out(model, x.bfloat16())
     assert y16.dtype == torch.bfloat16
     assert ((y16.float() - y32).abs().max() / y32.abs().max()).item() < 5e-2
