@@ -69,7 +69,8 @@ def test_research_contributions_unetr_perceptron(tmp_path):
     report = load_pretrained(conv, tmp_path / "UNETR_model_best_acc.pth")
     assert report.encoder_loaded == report.encoder_total - 2
     assert any("model.proj_type=perceptron" in n for n in report.notes)
-    with pytest.raises(ValueError, match=r"encoder was loaded in part \(135/137 tensors.*model.proj_type=perceptron") as err:
+    refusal = r"encoder was loaded in part \(135/137 tensors.*model.proj_type=perceptron"
+    with pytest.raises(ValueError, match=refusal) as err:
         require_complete_encoder(report, "tcurlora")
     assert "\n" not in str(err.value)
     require_complete_encoder(report, "full")  # full fine-tuning trains whatever was not loaded
@@ -140,6 +141,7 @@ def test_training_refuses_an_encoder_adapter_on_an_incomplete_encoder(tmp_path):
 
     perceptron = cfg("model.proj_type=perceptron")
     torch.save({"state_dict": build_unetr(model_config(perceptron)).state_dict()}, tmp_path / "w.pth")
-    with pytest.raises(ValueError, match=r"encoder was loaded in part .* method=tcurlora .* model.proj_type=perceptron"):
+    refusal = r"encoder was loaded in part .* method=tcurlora .* model.proj_type=perceptron"
+    with pytest.raises(ValueError, match=refusal):
         build_model(cfg())
     assert build_model(perceptron).vit.patch_embedding.proj_type == "perceptron"

@@ -40,7 +40,8 @@ def _run(*cmd: str | Path) -> str:
 def _brats_tree(tmp: Path) -> Path:
     """BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz from synthetic tumour subjects (labels 1/2/4)."""
     spacing, box = synth.PRESETS["synth_tumor"]
-    lists = json.loads(synth.ensure_generated("synth_tumor", tmp / "synth_tumor", N_SUBJECTS, 0, spacing, box).read_text())
+    data_list = synth.ensure_generated("synth_tumor", tmp / "synth_tumor", N_SUBJECTS, 0, spacing, box)
+    lists = json.loads(data_list.read_text())
     root = tmp / "BraTS2021_Training_Data"
     for i, entry in enumerate(e for split in ("training", "validation", "test") for e in lists[split]):
         case = root / f"BraTS2021_{i:05d}"
