@@ -2,7 +2,7 @@
 
 Layouts (docs/design.md, section 3c): ours (``{"model": ..., "config": ...}``), a plain MONAI state dict,
 the authors' ``{"state_dict", "epoch", "optim_dict"}`` with ``module.``, MONAI research-contributions UNETR
-(``{"state_dict", "epoch", "best_acc"}``, perceptron patch embedding, legacy ``vit.cls_token``), MONAI's
+(``{"state_dict", "epoch", "best_acc"}``, perceptron patch embedding, legacy ``cls_token``), MONAI's
 self-supervised ``ViTAutoEnc`` (keys without ``vit.``, decoder ``conv3d_transpose*`` extras), and keys under
 ``module.`` / ``backbone.`` / ``model.``. Position embeddings of another patch grid are interpolated."""
 
@@ -23,7 +23,8 @@ _SHOW = 5
 PREFIXES = ("module.", "backbone.", "model.")
 ENCODER = "vit."
 POSITION = "vit.patch_embedding.position_embeddings"
-LEGACY = {"vit.cls_token": "legacy vit.cls_token dropped (MONAI < 0.9 created it without classification)"}
+LEGACY = {key: f"legacy {key} dropped (older MONAI ViTs created it without classification)"
+          for key in ("vit.cls_token", "vit.patch_embedding.cls_token")}
 
 
 @dataclass
