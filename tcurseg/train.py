@@ -44,6 +44,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one experiment into ``run_dir``; returns its summary (also written to ``summary.json``)."""
     check_config(cfg)
     weights = pretrained_weights(cfg)
+    if weights and not Path(weights).is_file() and not cfg.get("pretrain_recipe"):
+        raise FileNotFoundError(f"pretrained checkpoint not found: {weights}")
     # torch, MONAI and peft are imported here, not at the top: `--help` and config errors answer before they load
     import torch
 

@@ -6,8 +6,12 @@ A tiny UNETR (hidden 48, roi 32^3) on 5 synthetic hippocampus subjects (splits 0
   * train (tCURLoRA): run files, parameter split (adapter = L r^2 summed over groups = 72 * 64 for any MONAI UNETR),
     metrics.csv, predictions in the original (LAS) orientation and affine; evaluate reproduces the Dice; predict
     reproduces the prediction;
+  * the paper's two stages on tiny data laid out as users download it: ``python -m tcurseg.pretrain
+    +experiment=brats_pretrain`` on a BraTS 2021 tree (``scripts/convert_brats.py --modalities t1``: one channel,
+    binary whole tumour), then ``python -m tcurseg.train +experiment=eadc pretrained=<stage 1 model_best.pt>`` on the
+    authors' hippocampus layout (``scripts/convert_hippocampus.py``): the whole encoder of stage 1 loaded and frozen;
   * the adapter route of evaluate (base + adapter file): a random base cannot be rebuilt (clear "different base"
-    error); with a saved pretrained base it gives the run's Dice;
+    error); with the stage-1 base it gives the stage-2 run's Dice;
   * resume after SIGKILL gives bit-identical final weights to an uninterrupted run;
   * bad configuration ends with a clear error, exit code != 0 and no traceback.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,13 +122,41 @@ def run_dir(data_dir) -> Path:
     return out
 
 
+def _script(name: str, *args: str | Path) -> None:
+    proc = subprocess.run([sys.executable, f"scripts/{name}", *map(str, args)], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+
+
+STAGE = [*MODEL, "train.epochs=1", "train.val_every=1", "train.ckpt_every=1", "train.batch_size=1",
+         "train.num_workers=0", "data.num_samples=1", "device=cpu", "eval.overlays=0"]
+
+
 @pytest.fixture(scope="module")
 def pretrained(data_dir) -> Path:
-    """A saved base model: method=full for 1 epoch (no evaluation)."""
-    out = data_dir.parent / "pre"
-    _run("train", *_train_args(data_dir, out, "method=full", "train.epochs=1", "evaluate_after=false"))
-    assert (out / "model.pt").is_file()
-    return out / "model.pt"
+    """Stage 1: ``tcurseg.pretrain +experiment=brats_pretrain`` (full training, 1 epoch) on a BraTS 2021 tree made
+    from synthetic tumour subjects (each modality a copy of the one image; labels 1/2/4), converted with
+    ``--modalities t1``. Returns its ``model_best.pt``."""
+    from tcurseg.data import synth
+
+    root = data_dir.parent
+    spacing, box = synth.PRESETS["synth_tumor"]
+    lists = json.loads(synth.ensure_generated("synth_tumor", root / "tumor", N_SUBJECTS, 0, spacing, box).read_text())
+    brats = root / "BraTS2021_Training_Data"
+    for i, entry in enumerate(e for split in ("training", "validation", "test") for e in lists[split]):
+        case = brats / f"BraTS2021_{i:05d}"
+        case.mkdir(parents=True)
+        for modality in ("flair", "t1", "t1ce", "t2"):
+            shutil.copy(root / "tumor" / entry["image"], case / f"{case.name}_{modality}.nii.gz")
+        shutil.copy(root / "tumor" / entry["label"], case / f"{case.name}_seg.nii.gz")
+    _script("convert_brats.py", "--root", brats, "--out", root / "brats_t1.json", "--modalities", "t1",
+            "--val-frac", "0.2", "--test-frac", "0.2")
+    out = root / "brats_pretrain"
+    _run("pretrain", "+experiment=brats_pretrain", f"data.data_list={root / 'brats_t1.json'}",
+         f"data.data_root={brats}", f"output_dir={out}", "evaluate_after=false", *STAGE)
+    state = torch.load(out / "model_best.pt", weights_only=True)
+    assert state["config"]["method"]["name"] == "full" and state["config"]["data"]["in_channels"] == 1
+    return out / "model_best.pt"
 
 
 # -------------------------------------------------------------------------------------------------------------- tests
@@ -191,18 +224,33 @@ def test_train_evaluate_predict(run_dir, data_dir, tmp_path):
     np.testing.assert_array_equal(predicted_affine, image_affine)
 
 
-def test_adapter_route(run_dir, data_dir, pretrained):
+def test_two_stages_and_the_adapter_route(run_dir, data_dir, pretrained):
     # The run's base was random (pretrained=null); evaluate does not rebuild that random base, so the adapter file
     # must be refused by its base hash, in one clear line.
     proc = _run("evaluate", *MODEL, *_data(data_dir), "pretrained=none", f"adapter={run_dir / 'adapter.safetensors'}",
                 "device=cpu", ok=False)
     _assert_clean_error(proc, "different base", "adapter.safetensors")
 
-    # With a saved base: fine-tune from it, then evaluate base + adapter file -> the run's Dice.
-    ft = pretrained.parent.parent / "ft"
-    _run("train", *_train_args(data_dir, ft, f"pretrained={pretrained}"))
-    _run("evaluate", *MODEL, *_data(data_dir), f"pretrained={pretrained}", f"adapter={ft / 'adapter.safetensors'}",
-         "device=cpu")
+    # Stage 2 on the authors' hippocampus layout (sub{i}/sub{i}_img|mask.nii.gz + train/valid/test.txt).
+    eadc = data_dir.parent / "eadc"
+    shutil.copytree(data_dir, eadc, ignore=shutil.ignore_patterns("datalist.json"))
+    lists = json.loads((data_dir / "datalist.json").read_text())
+    for split, name in (("training", "train.txt"), ("validation", "valid.txt"), ("test", "test.txt")):
+        (eadc / name).write_text("".join(f"{e['id']}\n" for e in lists[split]))
+    _script("convert_hippocampus.py", "--root", eadc, "--out", eadc.parent / "eadc.json")
+    ft = eadc.parent / "eadc_tcurlora"
+    data = [f"data.data_list={eadc.parent / 'eadc.json'}", f"data.data_root={eadc}"]
+    _run("train", "+experiment=eadc", f"pretrained={pretrained}", *data, f"output_dir={ft}", *STAGE)
+    base = torch.load(pretrained, weights_only=True)["model"]
+    encoder = [k for k in base if k.startswith("vit.") and "norm_cross_attn" not in k]
+    assert f"encoder: {len(encoder)}/{len(encoder)} tensors" in (ft / "train.log").read_text()
+    tuned = torch.load(ft / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(tuned[k], base[k]) for k in encoder)  # loaded from stage 1 and kept frozen
+    assert any(k.endswith("dU.real") for k in tuned)
+
+    # Base + adapter file -> the stage-2 run's Dice.
+    _run("evaluate", "+experiment=eadc", *MODEL, *data, f"pretrained={pretrained}",
+         f"adapter={ft / 'adapter.safetensors'}", "device=cpu")
     trained = _dice(ft / "eval" / "metrics.csv")
     evaluated = _dice(ft / "eval_test" / "metrics.csv")  # results go next to the adapter file
     assert evaluated.keys() == trained.keys() and trained
