@@ -45,8 +45,9 @@ def _log_to_files(message: str) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Mistakes a composed training config can hold, each refused in one line: no epochs, a crop other than the
-    network's input size, a method option the method does not have (``+method.rnk=4``)."""
+    """Mistakes a composed training config can hold, each refused in one line before torch loads: no epochs, a crop
+    other than the network's input size, a method without a ``conf/method`` file, a method option the method does
+    not have (``+method.rnk=4``)."""
     if int(cfg.train.epochs) < 1:
         raise ValueError(f"train.epochs={cfg.train.epochs}: train for at least 1 epoch")
     roi, img = [int(v) for v in cfg.data.roi_size], [int(v) for v in cfg.model.img_size]
@@ -55,7 +56,8 @@ def check_config(cfg: DictConfig) -> None:
                          "size (leave data.roi_size at ${model.img_size})")
     schema = METHOD_CONF / f"{cfg.method.name}.yaml"
     if not schema.is_file():
-        return  # not one of ours: tcurseg.peft refuses the name itself
+        known = sorted(p.stem for p in METHOD_CONF.glob("*.yaml"))
+        raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {known}")
     known = set(OmegaConf.load(schema))
     unknown = sorted(set(cfg.method) - known)
     if unknown:

@@ -33,7 +33,7 @@ rank = dist.get_rank()
 out = {}
 for method in methods:
     torch.manual_seed(0)
-    model = build_unetr({"in_channels": 1, "out_channels": 2, "img_size": [32, 32, 32], "feature_size": 8,
+    model = build_unetr({"in_channels": 1, "out_channels": 2, "img_size": [16, 16, 16], "feature_size": 8,
                          "hidden_size": 48, "mlp_dim": 96, "num_heads": 4})
     model = apply(model, {"name": method, "rank": 2, "trainable_modules": CNN_PRESETS["default"]})
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -41,7 +41,7 @@ for method in methods:
     ddp = DistributedDataParallel(model)
     optimizer = torch.optim.Adam(trainable.values(), lr=1e-3)
     for step in range(2):
-        x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(10 * step + rank))
+        x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(10 * step + rank))
         optimizer.zero_grad()
         ddp(x).square().mean().backward()
         optimizer.step()

@@ -260,7 +260,7 @@ def test_two_stages_and_the_adapter_route(run_dir, data_dir, pretrained):
 
 def test_resume_after_kill_is_exact(data_dir):
     root = data_dir.parent
-    args = lambda out: _train_args(data_dir, out, "train.epochs=4", "evaluate_after=false")  # noqa: E731
+    args = lambda out: _train_args(data_dir, out, "train.epochs=3", "evaluate_after=false")  # noqa: E731
     _run("train", *args(root / "resume_a"))
 
     out_b = root / "resume_b"
