@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tcurseg import peft
 from tcurseg.cli import prepare_data, user_errors
 from tcurseg.data.lists import load_data_list
+from tcurseg.engine.dataload import resolve_sw_batch_size
 from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
 from tcurseg.engine.runconfig import NO_WEIGHTS
 from tcurseg.engine.runtime import amp_dtype, resolve_device
@@ -53,7 +54,8 @@ def evaluate(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     out = where / f"eval_{cfg.split}"
     rows = predict_cases(model, entries, data_cfg, out, roi=list(run_cfg.model.img_size),
-                         overlap=float(cfg.eval.overlap), sw_batch_size=int(cfg.eval.sw_batch_size),
+                         overlap=float(cfg.eval.overlap),
+                         sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
                          device=device, amp=amp_dtype(device, cfg.amp) is not None,
                          overlays=int(cfg.eval.overlays), with_label=True)
     evaluated = {"checkpoint": str(cfg.checkpoint), "file": str(run_model_file(cfg.run, cfg.checkpoint).resolve())

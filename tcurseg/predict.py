@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from tcurseg.cli import user_errors
 from tcurseg.data.errors import DataError
 from tcurseg.data.lists import load_data_list
+from tcurseg.engine.dataload import resolve_sw_batch_size
 from tcurseg.engine.evaluator import predict_cases
 from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.trainer import load_run_model, run_model_file
@@ -43,7 +44,8 @@ def predict(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     predict_cases(model, entries, run_cfg.data, out, roi=list(run_cfg.model.img_size),
-                  overlap=float(cfg.eval.overlap), sw_batch_size=int(cfg.eval.sw_batch_size),
+                  overlap=float(cfg.eval.overlap),
+                  sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
                   device=device, amp=amp_dtype(device, cfg.amp) is not None,
                   overlays=int(cfg.eval.overlays), with_label=False)
     log.info("%d predictions written to %s", len(entries), out / "predictions")

@@ -50,6 +50,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     import torch
 
     from tcurseg.data.lists import load_data_list
+    from tcurseg.engine.dataload import resolve_sw_batch_size
     from tcurseg.engine.distributed import barrier, init_distributed, shutdown
     from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
     from tcurseg.engine.report import write_summary_json
@@ -86,7 +87,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                 "epoch": state.get("epoch")}
         log.info("evaluating %s (epoch %s) on the test split", chosen, state.get("epoch"))
         rows = predict_cases(trainer.model, test, cfg.data, run_dir / "eval", roi=list(cfg.model.img_size),
-                             overlap=float(cfg.eval.overlap), sw_batch_size=int(cfg.eval.sw_batch_size),
+                             overlap=float(cfg.eval.overlap),
+                             sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
                              device=device, amp=trainer.amp is not None,
                              overlays=int(cfg.eval.overlays), with_label=True)
         evaluation = write_evaluation(rows, {"params": summary["params"], "split": "test",

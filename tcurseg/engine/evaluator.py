@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from tcurseg.data.transforms import class_values, eval_transforms
-from tcurseg.engine.inference import sliding_window_predict
+from tcurseg.engine.inference import merged_for_inference, sliding_window_predict
 from tcurseg.engine.metrics import case_metrics, metric_rows, spacing_from_affine, summarize
 from tcurseg.engine.report import save_overlay_png, save_prediction, write_metrics_csv, write_summary_json
 
@@ -35,7 +35,7 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
     values = np.asarray(class_values(data_cfg))
     regions = {k: list(v) for k, v in data_cfg["regions"].items()}
     transform = eval_transforms(data_cfg, with_label=with_label)
-    model.eval().to(device)
+    model = merged_for_inference(model).to(device)
     rows: list[dict] = []
     for i, entry in enumerate(tqdm(entries, desc="predicting", leave=False, disable=None, dynamic_ncols=True)):
         case = str(entry.get("id", i))

@@ -1,12 +1,23 @@
-"""Whole-volume inference with MONAI's sliding window."""
+"""Whole-volume inference with MONAI's sliding window, on a model whose adapter is merged into its weights."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
+
+
+def merged_for_inference(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with its adapter folded into the weights (W0 + dW): the speed of the base
+    network and the same output up to rounding. ``model`` itself is left as it is (unmerged, trainable)."""
+    from tcurseg import peft
+
+    merged = copy.deepcopy(peft.unwrap(model))
+    peft.merge(merged)
+    return merged.eval()
 
 
 def sliding_window_predict(

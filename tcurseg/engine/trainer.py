@@ -29,6 +29,7 @@ from tcurseg import peft
 from tcurseg.data.lists import load_data_list
 from tcurseg.data.transforms import class_values, eval_transforms, num_classes, train_transforms
 from tcurseg.engine.checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_atomic
+from tcurseg.engine.dataload import EpochIndices, resolve_cache_rate, resolve_sw_batch_size, resolve_workers
 from tcurseg.engine.distributed import DistInfo, all_reduce_sum, barrier
 from tcurseg.engine.inference import sliding_window_predict
 from tcurseg.engine.metrics import dice_score
@@ -96,16 +97,18 @@ def warn_collapsed_encoder(model: torch.nn.Module, groups: list, source: str) ->
 
 
 class EpochSeeded(Dataset):
-    """A CacheDataset whose random transforms are reseeded per (seed, epoch, index) on every access."""
+    """A CacheDataset read by ``(epoch, index)`` (see :class:`EpochIndices`) whose random transforms are reseeded per
+    (seed, epoch, index) on every access."""
 
     def __init__(self, dataset: CacheDataset, seed: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.dataset, self.seed = dataset, seed
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, index = item
+        state = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
         self.dataset.transform.set_random_state(seed=int(state))
         return self.dataset[index]
 
@@ -138,21 +141,20 @@ class Trainer:
                                   batch=bool(self.tcfg.batch_dice))
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if dist.enabled else self.model)
-        cache = CacheDataset(self.train_entries, train_transforms(cfg.data, cfg.augment),
-                             cache_rate=float(self.tcfg.cache_rate), num_workers=int(self.tcfg.num_workers),
-                             progress=dist.is_main and sys.stderr.isatty())
-        self.train_set = EpochSeeded(cache, int(cfg.seed))
+        workers = resolve_workers(self.tcfg.num_workers, dist.world_size)
+        cache_rate, decided = resolve_cache_rate(self.tcfg.cache_rate, self.train_entries, dist.world_size)
+        log.info("%s; %d data-loading workers", decided, workers)
+        cache = CacheDataset(self.train_entries, train_transforms(cfg.data, cfg.augment), cache_rate=cache_rate,
+                             num_workers=workers, progress=dist.is_main and sys.stderr.isatty())
+        sampler = DistributedSampler(cache, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                     seed=int(cfg.seed))
+        self.sampler = EpochIndices(sampler)
+        self.loader = DataLoader(EpochSeeded(cache, int(cfg.seed)), batch_size=int(self.tcfg.batch_size),
+                                 sampler=self.sampler, num_workers=workers, persistent_workers=workers > 0,
+                                 pin_memory=device.type == "cuda")
         self.start_epoch, self.history = 0, []
         self.val_overlay: tuple | None = None  # (image, truth, prediction, case) of the first validation case
         self.ckpt_dir = run_dir / "checkpoints"
-
-    def _loader(self, epoch: int) -> DataLoader:
-        self.train_set.epoch = epoch
-        sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                     shuffle=True, seed=int(self.cfg.seed))
-        sampler.set_epoch(epoch)
-        return DataLoader(self.train_set, batch_size=int(self.tcfg.batch_size), sampler=sampler,
-                          num_workers=int(self.tcfg.num_workers))
 
     def _state(self, epoch: int) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -177,8 +179,9 @@ class Trainer:
         """One pass over the training set; returns (mean loss, mean seconds per step)."""
         self.net.train()
         losses, times = [], []
-        loader = self._loader(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}", disable=None if self.dist.is_main else True,
+        self.sampler.set_epoch(epoch)
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}",
+                   disable=None if self.dist.is_main else True,
                    leave=False, dynamic_ncols=True)
         for batch in bar:
             start = time.perf_counter()
@@ -215,7 +218,8 @@ class Trainer:
             data = transform(entry)
             logits = sliding_window_predict(self.model, data["image"].unsqueeze(0).to(self.device), roi,
                                             overlap=float(self.cfg.eval.overlap), amp=self.amp is not None,
-                                            sw_batch_size=int(self.cfg.eval.sw_batch_size))
+                                            sw_batch_size=resolve_sw_batch_size(self.cfg.eval.sw_batch_size,
+                                                                                self.device))
             pred = values[logits.argmax(1)[0].cpu().numpy()]
             truth = values[data["label"][0].cpu().numpy().astype(np.int64)]
             scores = [dice_score(np.isin(pred, r), np.isin(truth, r)) for r in regions]

@@ -123,7 +123,8 @@ def _grid(n: int, config: object) -> tuple[int, ...] | None:
     return (side,) * 3 if side**3 == n else None
 
 
-def interpolate_position_embeddings(pos: torch.Tensor, source: tuple[int, ...], target: tuple[int, ...]) -> torch.Tensor:
+def interpolate_position_embeddings(pos: torch.Tensor, source: tuple[int, ...],
+                                    target: tuple[int, ...]) -> torch.Tensor:
     """Position embeddings (1, prod(source), h) of a row-major patch grid (MONAI's flattening) resampled to the grid
     ``target``: trilinear, ``align_corners=False`` (so the same grid returns them unchanged)."""
     h = pos.shape[-1]
