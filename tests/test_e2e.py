@@ -214,12 +214,14 @@ def test_train_evaluate_predict(run_dir, data_dir, tmp_path):
     np.testing.assert_array_equal(eval_pred, pred)
     np.testing.assert_array_equal(eval_affine, image_affine)
 
-    # predict on one unlabelled image file -> the same prediction, named after the file.
-    out = tmp_path / "pred"
-    _run("predict", f"run={run_dir}", f"input={data_dir / case / f'{case}_img.nii.gz'}", f"out={out}", "device=cpu")
-    written = sorted(p.name for p in (out / "predictions").iterdir())
-    assert written == [f"{case}_img.nii.gz"]
-    predicted, predicted_affine = _nifti(out / "predictions" / f"{case}_img.nii.gz")
+    # predict on a folder in nnU-Net's naming (CASE_0000.nii.gz) -> the same prediction, <out>/CASE.nii.gz.
+    folder, out = tmp_path / "imagesTs", tmp_path / "pred"
+    folder.mkdir()
+    shutil.copy(data_dir / case / f"{case}_img.nii.gz", folder / f"{case}_0000.nii.gz")
+    _run("predict", f"run={run_dir}", f"input={folder}", f"out={out}", "device=cpu")
+    written = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert written == [f"{case}.nii.gz"]
+    predicted, predicted_affine = _nifti(out / f"{case}.nii.gz")
     np.testing.assert_array_equal(predicted, eval_pred)
     np.testing.assert_array_equal(predicted_affine, image_affine)
 

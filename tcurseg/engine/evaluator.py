@@ -29,9 +29,10 @@ def to_original_orientation(array: np.ndarray, affine: np.ndarray, original_affi
 
 def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: Mapping, out_dir: Path, *,
                   roi: Sequence[int], overlap: float, device: torch.device, amp: bool, overlays: int,
-                  with_label: bool, sw_batch_size: int = 4) -> list[dict]:
-    """Predict every case; writes ``predictions/<id>.nii.gz`` and ``overlays/<id>.png`` (first ``overlays`` cases)
-    under ``out_dir`` and returns metric rows (empty without labels)."""
+                  with_label: bool, sw_batch_size: int = 4, predictions_dir: Path | None = None) -> list[dict]:
+    """Predict every case; writes ``<id>.nii.gz`` into ``predictions_dir`` (default ``out_dir/predictions``) and
+    ``overlays/<id>.png`` (first ``overlays`` cases) under ``out_dir``; returns metric rows (empty without labels)."""
+    predictions_dir = out_dir / "predictions" if predictions_dir is None else predictions_dir
     values = np.asarray(class_values(data_cfg))
     regions = {k: list(v) for k, v in data_cfg["regions"].items()}
     transform = eval_transforms(data_cfg, with_label=with_label)
@@ -47,7 +48,7 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
         affine = image.affine.cpu().numpy()
         original = np.asarray(image.meta["original_affine"], dtype=np.float64)
         save_prediction(to_original_orientation(pred, affine, original), original,
-                        out_dir / "predictions" / f"{case}.nii.gz")
+                        predictions_dir / f"{case}.nii.gz")
         truth = values[data["label"][0].cpu().numpy().astype(np.int64)] if with_label else None
         if with_label:
             per_region = case_metrics(pred, truth, regions, spacing_from_affine(affine))
