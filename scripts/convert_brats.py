@@ -1,10 +1,14 @@
-"""Convert a BraTS 2021 training folder to a tcurseg data list (seeded train/validation/test split).
+"""Convert a BraTS training folder to a tcurseg data list (seeded train/validation/test split).
 
 Usage: python scripts/convert_brats.py --root BraTS2021_Training_Data --out data_lists/brats.json
        [--val-frac 0.1 --test-frac 0.2 --seed 0] [--modalities t1]
-Image = [flair, t1, t1ce, t2] (in_channels 4), or the ``--modalities`` given (the authors pretrain on one: use
-``--modalities t1 --out data_lists/brats_t1.json`` for ``+experiment=brats_pretrain``), label = seg (values 0, 1, 2,
-4). Paths are relative to --root: pass it as ``data_root`` when loading.
+The layout is detected from the case folders:
+- BraTS 2021 (``BraTS2021_XXXXX/*_{flair,t1,t1ce,t2,seg}.nii.gz``): image = [flair, t1, t1ce, t2] (in_channels 4),
+  label = seg (values 0, 1, 2, 4); conf/data/brats.yaml.
+- BraTS 2023/2024 glioma (``BraTS-GLI-XXXXX-XXX/*-{t1n,t1c,t2w,t2f,seg}.nii.gz``): image = [t2f, t1n, t1c, t2w],
+  label = seg (values 0, 1, 2, 3; 2024 adds 4); conf/data/brats_gli.yaml.
+``--modalities`` picks channels (the authors pretrain on one: ``--modalities t1 --out data_lists/brats_t1.json`` for
+``+experiment=brats_pretrain``). Paths are relative to --root: pass it as ``data_root`` when loading.
 """
 
 from __future__ import annotations
@@ -15,24 +19,41 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tcurseg.data.errors import DataError  # noqa: E402
-from tcurseg.data.lists import brats_layout_to_list, write_data_list  # noqa: E402
+from tcurseg.data.lists import (  # noqa: E402
+    BRATS_GLI_MODALITIES,
+    BRATS_MODALITIES,
+    brats_gli_layout_to_list,
+    brats_layout_to_list,
+    detect_brats_layout,
+    split_summary,
+    write_data_list,
+)
+
+LAYOUTS = {
+    "2021": ("BraTS 2021", brats_layout_to_list, BRATS_MODALITIES),
+    "gli": ("BraTS 2023/2024 glioma", brats_gli_layout_to_list, BRATS_GLI_MODALITIES),
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="BraTS2021_XXXXX/*_{flair,t1,t1ce,t2,seg}.nii.gz -> data list JSON")
+    parser = argparse.ArgumentParser(description="BraTS 2021 or 2023/2024 glioma training folder -> data list JSON")
     parser.add_argument("--root", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--val-frac", type=float, default=0.1)
     parser.add_argument("--test-frac", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--modalities", nargs="+", default=["flair", "t1", "t1ce", "t2"])
+    parser.add_argument("--modalities", nargs="+", default=None,
+                        help=f"channels in order (default 2021: {' '.join(BRATS_MODALITIES)}; "
+                             f"2023/2024: {' '.join(BRATS_GLI_MODALITIES)})")
     args = parser.parse_args()
+    name, convert, default = LAYOUTS[detect_brats_layout(args.root)]
+    modalities = args.modalities or list(default)
     try:
-        splits = brats_layout_to_list(args.root, args.val_frac, args.test_frac, args.seed, args.modalities)
+        splits = convert(args.root, args.val_frac, args.test_frac, args.seed, modalities)
     except DataError as err:
         sys.exit(f"error: {err}")
     path = write_data_list(args.out, splits)
-    print(f"{path}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    print(f"{path}: {split_summary(splits)} ({name} layout; channels {', '.join(modalities)})")
 
 
 if __name__ == "__main__":

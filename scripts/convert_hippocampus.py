@@ -1,7 +1,9 @@
 """Convert the authors' hippocampus layout (EADC, LPBA40, HFH) to a tcurseg data list.
 
-Usage: python scripts/convert_hippocampus.py --root Datasets/EADC --out data_lists/eadc.json
-Paths in the list are relative to --root: pass it as ``data_root`` when loading.
+Usage: python scripts/convert_hippocampus.py --root Datasets/EADC --out data_lists/eadc.json [--keep-flagged]
+The authors flag five EADC subjects whose label does not match the image (sub8, sub35, sub65, sub85, sub134): they
+are left out when the --root folder's name contains "EADC" (any case) or with --exclude-flagged; --keep-flagged keeps
+them. Paths in the list are relative to --root: pass it as ``data_root`` when loading.
 """
 
 from __future__ import annotations
@@ -12,20 +14,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tcurseg.data.errors import DataError  # noqa: E402
-from tcurseg.data.lists import hippocampus_layout_to_list, write_data_list  # noqa: E402
+from tcurseg.data.lists import EADC_FLAGGED, hippocampus_layout_to_list, split_summary, write_data_list  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="sub{i}/sub{i}_img.nii.gz + train/valid/test.txt -> data list JSON")
     parser.add_argument("--root", required=True, help="dataset folder holding train.txt, valid.txt, test.txt and sub*/")
     parser.add_argument("--out", required=True, help="data list JSON to write")
+    flagged = parser.add_mutually_exclusive_group()
+    flagged.add_argument("--exclude-flagged", dest="exclude_flagged", action="store_const", const=True,
+                         help=f"leave out the flagged EADC subjects {' '.join(EADC_FLAGGED)} (default: EADC roots)")
+    flagged.add_argument("--keep-flagged", dest="exclude_flagged", action="store_const", const=False,
+                         help="keep them")
     args = parser.parse_args()
+    exclude = args.exclude_flagged
+    if exclude is None:
+        exclude = "eadc" in Path(args.root).resolve().name.lower()
     try:
-        splits = hippocampus_layout_to_list(args.root)
+        splits = hippocampus_layout_to_list(args.root, EADC_FLAGGED if exclude else ())
     except DataError as err:
         sys.exit(f"error: {err}")
     path = write_data_list(args.out, splits)
-    print(f"{path}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    print(f"{path}: {split_summary(splits)}")
+    if splits.get("excluded"):
+        subjects = ", ".join(entry["id"] for entry in splits["excluded"])
+        print(f"note: left out the EADC subjects whose label does not match the image: {subjects} (--keep-flagged)")
 
 
 if __name__ == "__main__":

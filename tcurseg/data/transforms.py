@@ -13,6 +13,7 @@ from typing import Any
 
 from monai.transforms import (
     Compose,
+    CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
@@ -24,6 +25,7 @@ from monai.transforms import (
     RandFlipd,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    Spacingd,
     SpatialPadd,
 )
 
@@ -59,11 +61,17 @@ def _label_map(cfg: Any) -> MapLabelValued:
 
 
 def _load(cfg: Any, keys: list[str]) -> list:
+    """Load, RAS; with ``cfg["spacing"]`` (mm) resample to it (image linear, label nearest) and crop to the brain
+    (the box of voxels > 0 in any channel), else keep the native grid; map labels, z-score."""
     steps = [
         LoadImaged(keys=keys, image_only=True),
         EnsureChannelFirstd(keys=keys),
         Orientationd(keys=keys, axcodes=AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
     ]
+    if cfg.get("spacing"):
+        steps += [Spacingd(keys=keys, pixdim=[float(v) for v in cfg["spacing"]],
+                           mode=["bilinear", "nearest"][: len(keys)]),
+                  CropForegroundd(keys=keys, source_key="image", allow_smaller=True)]
     if "label" in keys:
         steps.append(_label_map(cfg))
     steps.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
@@ -107,7 +115,8 @@ def train_transforms(cfg: Any, augment: Any) -> Compose:
 
 
 def eval_transforms(cfg: Any, with_label: bool = True) -> Compose:
-    """Evaluation/prediction pipeline: whole volume, same load/RAS/normalisation, metadata kept
-    (``data["image"].affine`` is the RAS affine, ``.meta["original_affine"]`` the file's)."""
+    """Evaluation/prediction pipeline: whole volume, the same load / RAS / spacing / crop / normalisation, metadata
+    and the applied operations kept (``.meta["original_affine"]`` is the file's; ``Invertd`` maps a prediction back
+    onto the file's grid)."""
     keys = ["image", "label"] if with_label else ["image"]
     return Compose([*_load(cfg, keys), EnsureTyped(keys=keys, track_meta=True)])

@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from monai.transforms import Compose, Invertd
 from tqdm import tqdm
 
 from tcurseg.data.transforms import class_values, eval_transforms
@@ -20,11 +21,17 @@ from tcurseg.engine.report import save_overlay_png, save_prediction, write_metri
 log = logging.getLogger(__name__)
 
 
-def to_original_orientation(array: np.ndarray, affine: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
-    """Undo the RAS reorientation (axis flips / permutations) so ``array`` lies on the grid of ``original_affine``."""
-    xform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
-                                            nib.orientations.io_orientation(original_affine))
-    return nib.orientations.apply_orientation(array, xform)
+def on_original_grid(probabilities: torch.Tensor, data: Mapping, transform: Compose) -> torch.Tensor:
+    """Class probabilities (C, ...) predicted on the transformed image ``data["image"]`` resampled onto the grid of
+    the image file: MONAI's ``Invertd`` undoes the cropping, the resampling to ``data.spacing`` (linear) and the
+    reorientation recorded on the image."""
+    inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)
+    return inverted({"image": data["image"], "pred": probabilities})["pred"]
+
+
+def original_label(entry: Mapping) -> np.ndarray:
+    """The label file's voxels, as stored (values and grid)."""
+    return np.asarray(nib.load(str(entry["label"])).dataobj).astype(np.int64)
 
 
 def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: Mapping, out_dir: Path, *,
@@ -45,13 +52,13 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
         logits = sliding_window_predict(model, image.unsqueeze(0).to(device), roi, overlap=overlap, amp=amp,
                                         sw_batch_size=sw_batch_size)
         pred = values[logits.argmax(1)[0].cpu().numpy()]
-        affine = image.affine.cpu().numpy()
         original = np.asarray(image.meta["original_affine"], dtype=np.float64)
-        save_prediction(to_original_orientation(pred, affine, original), original,
-                        predictions_dir / f"{case}.nii.gz")
+        probabilities = on_original_grid(torch.softmax(logits[0].float(), 0).cpu(), data, transform)
+        pred_original = values[probabilities.argmax(0).numpy()]
+        save_prediction(pred_original, original, predictions_dir / f"{case}.nii.gz")
         truth = values[data["label"][0].cpu().numpy().astype(np.int64)] if with_label else None
-        if with_label:
-            per_region = case_metrics(pred, truth, regions, spacing_from_affine(affine))
+        if with_label:  # on the label file's own grid, in its millimetres
+            per_region = case_metrics(pred_original, original_label(entry), regions, spacing_from_affine(original))
             rows += metric_rows(case, per_region)
             log.info("%s: %s", case, " ".join(f"{r}: dice {m['dice']:.3f} hd95 {m['hd95']:.2f}"
                                             for r, m in per_region.items()))

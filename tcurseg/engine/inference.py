@@ -14,9 +14,11 @@ def merged_for_inference(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with its adapter folded into the weights (W0 + dW): the speed of the base
     network and the same output up to rounding. ``model`` itself is left as it is (unmerged, trainable)."""
     from tcurseg import peft
+    from tcurseg.peft.api import ADAPTER_ATTR
 
     merged = copy.deepcopy(peft.unwrap(model))
-    peft.merge(merged)
+    if hasattr(merged, ADAPTER_ATTR):  # a plain network has nothing to merge
+        peft.merge(merged)
     return merged.eval()
 
 
