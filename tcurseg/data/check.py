@@ -169,7 +169,23 @@ def check_entries(splits: dict[str, list[dict]], cfg: Any, source: str, names: S
     for split in names:
         for entry in splits.get(split) or []:
             problems.extend(_check_case(entry, split, cfg, need_label=split != "test"))
+    _warn_mixed_spacings([e for split in names for e in splits.get(split) or []], source, cfg)
     return problems
+
+
+def _warn_mixed_spacings(entries: Sequence[dict], source: str, cfg: Any) -> None:
+    """Warn when the images of a data set come at different voxel sizes and ``data.spacing`` does not resample them
+    (headers only; unreadable files are the problems reported above)."""
+    spacings: Counter = Counter()
+    for entry in entries:
+        first = entry["image"][0] if isinstance(entry.get("image"), list) else entry.get("image")
+        try:
+            spacings[tuple(round(float(v), 2) for v in np.linalg.norm(nib.load(str(first)).affine[:3, :3], axis=0))] += 1
+        except Exception:  # noqa: BLE001 - reported as a problem by the case check
+            continue
+    if len(spacings) > 1 and not cfg.get("spacing"):
+        shown = ", ".join(f"{' x '.join(f'{v:g}' for v in sp)} mm ({n})" for sp, n in spacings.most_common(3))
+        log.warning("%s: mixed voxel spacings across the cases: %s; set data.spacing to resample them", source, shown)
 
 
 def check_dataset(cfg: Any, splits: Sequence[str] = SPLITS) -> list[str]:
