@@ -180,7 +180,8 @@ def _warn_mixed_spacings(entries: Sequence[dict], source: str, cfg: Any) -> None
     for entry in entries:
         first = entry["image"][0] if isinstance(entry.get("image"), list) else entry.get("image")
         try:
-            spacings[tuple(round(float(v), 2) for v in np.linalg.norm(nib.load(str(first)).affine[:3, :3], axis=0))] += 1
+            affine = nib.load(str(first)).affine
+            spacings[tuple(round(float(v), 2) for v in np.linalg.norm(affine[:3, :3], axis=0))] += 1
         except Exception:  # noqa: BLE001 - reported as a problem by the case check
             continue
     if len(spacings) > 1 and not cfg.get("spacing"):
