@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Speed / memory / parameter benchmark of the eight fine-tuning methods on UNETR-B (MONAI; in 1, out 2, feature 16,
-hidden 768, 12 blocks), the default CNN preset trainable beside every encoder adapter.
+hidden 768, 12 blocks) or, with ``--model swin_unetr``, SwinUNETR (MONAI; in 1, out 2, feature 48, depths 2/2/2/2, the
+per-stage adapter groups of ``conf/model/swin_unetr.yaml``), the default CNN preset trainable beside every encoder
+adapter.
 
 For every method: trainable parameters (adapter / decoder), init time of ``tcurseg.peft.apply`` (s), the median time
 of a training step (forward + DiceCE loss + backward + Adam step, batch 1, random input and labels), the peak memory
@@ -20,8 +22,8 @@ How it is measured (and why):
   over the resident size right after ``apply`` (optimizer state + gradients + activations).
 - Before merging, each worker records its eval output; the max abs difference to the merged output is reported.
 
-Usage: python scripts/bench_methods.py [--size 64] [--device auto] [--rank 8] [--steps 5] [--warmup 2]
-       [--methods tcurlora lora full ...] [--json out.json] [--threads N] [--amp]
+Usage: python scripts/bench_methods.py [--model unetr|swin_unetr] [--size 64] [--device auto] [--rank 8] [--steps 5]
+       [--warmup 2] [--methods tcurlora lora full ...] [--json out.json] [--threads N] [--amp]
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from pathlib import Path
 
 ALL_METHODS = ["full", "decoder_only", "lora", "dora", "pissa", "curlora", "lorapt", "tcurlora"]
 BASE = "base"
+MODELS = {"unetr": ("UNETR-B", 16), "swin_unetr": ("SwinUNETR", 32)}
+"""--model -> (label, what every roi side must be a multiple of)."""
 
 
 # ----------------------------------------------------------------------------------------------------------- worker
@@ -58,8 +62,9 @@ def _worker(conn, method: str, opts: dict) -> None:  # noqa: C901 - a small comm
         torch.set_num_threads(opts["threads"])
     from monai.losses import DiceCELoss
 
-    from tcurseg.models.unetr import CNN_PRESETS, build_unetr
-    from tcurseg.peft import apply, merge, trainable_parameters, trainable_report
+    from tcurseg.models import build_network, cnn_presets
+    from tcurseg.models.swin_unetr import ADAPTER_GROUPS
+    from tcurseg.peft import VIT_GROUPS, apply, merge, trainable_parameters, trainable_report
 
     device = torch.device(opts["device"])
     cuda = device.type == "cuda"
@@ -70,11 +75,15 @@ def _worker(conn, method: str, opts: dict) -> None:  # noqa: C901 - a small comm
 
     size = opts["size"]
     torch.manual_seed(0)
-    model = build_unetr({"in_channels": 1, "out_channels": 2, "img_size": [size] * 3, "feature_size": 16}).to(device)
+    name = opts["model"]
+    features, groups = (16, VIT_GROUPS) if name == "unetr" else (48, ADAPTER_GROUPS)
+    model = build_network({"name": name, "in_channels": 1, "out_channels": 2, "img_size": [size] * 3,
+                           "feature_size": features}).to(device)
     sync()
     t0 = time.perf_counter()
     if method != BASE:
-        apply(model, {"name": method, "rank": opts["rank"], "trainable_modules": CNN_PRESETS["default"]})
+        apply(model, {"name": method, "rank": opts["rank"], "groups": groups,
+                      "trainable_modules": cnn_presets(name)["default"]})
     sync()
     init_s = time.perf_counter() - t0
     report = trainable_report(model) if method != BASE else {"adapter": 0, "decoder": 0, "trainable": 0,
@@ -160,6 +169,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="unetr", choices=sorted(MODELS), help="the network (default unetr: UNETR-B)")
     ap.add_argument("--size", type=int, default=None, help="roi edge (default 64 on CPU, 128 on CUDA)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--rank", type=int, default=8)
@@ -177,14 +187,16 @@ def main(argv: list[str] | None = None) -> dict:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     size = args.size or (128 if device.startswith("cuda") else 64)
-    if size % 16:
-        ap.error("--size must be divisible by 16")
+    model_label, divisor = MODELS[args.model]
+    if size % divisor:
+        ap.error(f"--size must be divisible by {divisor} for --model {args.model}")
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
     methods = list(dict.fromkeys(args.methods))
-    opts = {"device": device, "size": size, "rank": args.rank, "threads": args.threads, "amp": args.amp}
+    opts = {"device": device, "model": args.model, "size": size, "rank": args.rank, "threads": args.threads,
+            "amp": args.amp}
     dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor()
-    print(f"UNETR-B roi {size}^3 on {device} ({dev_name or platform.machine()}), rank {args.rank}, "
+    print(f"{model_label} roi {size}^3 on {device} ({dev_name or platform.machine()}), rank {args.rank}, "
           f"threads {args.threads or torch.get_num_threads()}, amp {args.amp and device.startswith('cuda')}, "
           f"{args.warmup} warm-up + {args.steps} timed rounds", flush=True)
 
@@ -290,8 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {label:48s} measured {value:.3f}  {'met' if value <= limit else 'NOT met'}")
 
     out = {
-        "device": device, "device_name": dev_name, "size": size, "rank": args.rank, "steps": args.steps,
-        "warmup": args.warmup, "threads": args.threads or torch.get_num_threads(),
+        "model": args.model, "device": device, "device_name": dev_name, "size": size, "rank": args.rank,
+        "steps": args.steps, "warmup": args.warmup, "threads": args.threads or torch.get_num_threads(),
         "amp": bool(args.amp and device.startswith("cuda")), "torch": torch.__version__,
         "memory": "cuda max_memory_allocated" if device.startswith("cuda") else "per-process VmHWM over timed steps",
         "base_infer_s": base_infer, "base_infer_s_all": infer[BASE], "methods": results, "table": table,

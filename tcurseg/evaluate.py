@@ -21,7 +21,7 @@ from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluati
 from tcurseg.engine.runconfig import NO_WEIGHTS
 from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
-from tcurseg.models import build_unetr, load_pretrained
+from tcurseg.models import build_network, load_pretrained
 from tcurseg.paths import conf_dir
 
 log = logging.getLogger("tcurseg.evaluate")
@@ -33,7 +33,7 @@ def load_model(cfg: DictConfig) -> tuple[torch.nn.Module, DictConfig, Path]:
         model, run_cfg = load_run_model(run_model_file(cfg.run, cfg.checkpoint))
         return model, run_cfg, Path(cfg.run)
     if cfg.adapter:
-        model = build_unetr(model_config(cfg))
+        model = build_network(model_config(cfg))
         if cfg.pretrained and str(cfg.pretrained).lower() != NO_WEIGHTS:
             log.info("base weights: %s", load_pretrained(model, cfg.pretrained,
                                                          trusted=bool(cfg.get("pretrained_trusted"))).summary())

@@ -37,7 +37,7 @@ from tcurseg.engine.optim import build_optimizer, build_scheduler
 from tcurseg.engine.report import overlay_figure
 from tcurseg.engine.runconfig import check_same_run, pretrained_weights, stored_config, training_config
 from tcurseg.engine.runtime import amp_dtype, peak_memory_mb
-from tcurseg.models import build_unetr, load_pretrained, require_complete_encoder, resolve_cnn_modules
+from tcurseg.models import build_network, load_pretrained, network, require_complete_encoder, resolve_cnn_modules
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +46,35 @@ BEST_MODEL = "model_best.pt"
 
 
 def model_config(cfg: DictConfig) -> dict:
-    """The UNETR config with the channels of the data set."""
-    return {**OmegaConf.to_container(cfg.model, resolve=True), "in_channels": int(cfg.data.in_channels),
-            "out_channels": num_classes(cfg.data)}
+    """The network config (``model.name``: unetr | swin_unetr, checked) with the channels of the data set."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    network(model.get("name"))
+    return {**model, "in_channels": int(cfg.data.in_channels), "out_channels": num_classes(cfg.data)}
 
 
 def method_config(cfg: DictConfig) -> dict:
     """The method config with the model's adapter groups and the trainable CNN modules resolved."""
     method = OmegaConf.to_container(cfg.method, resolve=True)
     method["groups"] = OmegaConf.to_container(cfg.model.adapter_groups, resolve=True)
-    method["trainable_modules"] = resolve_cnn_modules(method.pop("cnn"))
+    method["trainable_modules"] = resolve_cnn_modules(method.pop("cnn"), cfg.model.get("name"))
     return method
 
 
 def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
-    """UNETR, its pretrained weights (``cfg.pretrained``, with a key report) and the fine-tuning method."""
-    model = build_unetr(model_config(cfg))
+    """The network (``model.name``), its pretrained weights (``cfg.pretrained``, with a key report) and the
+    fine-tuning method."""
+    model = build_network(model_config(cfg))
     method = method_config(cfg)
     weights = pretrained_weights(cfg) if load_base else None
     if weights:
         report = load_pretrained(model, weights, trusted=bool(cfg.get("pretrained_trusted", False)))
         log.info("pretrained weights: %s", report.summary())
         require_complete_encoder(report, cfg.method.name)
-        # a module the checkpoint did not fit (the output head of a task with other classes) is freshly initialised:
-        # it must train, whatever the CNN preset says
-        fresh = sorted({key.rsplit(".", 1)[0] for key in report.mismatched})
+        # a module the checkpoint did not fit (the output head of a task with other classes) or did not hold (the CNN
+        # path of an encoder-only file: ViTAutoEnc, model_swinvit.pt) is freshly initialised: it must train, whatever
+        # the CNN preset says
+        absent = {key.split(".", 1)[0] for key in report.missing if not key.startswith(report.encoder_prefix)}
+        fresh = sorted({key.rsplit(".", 1)[0] for key in report.mismatched} | absent)
         fresh = [m for m in fresh if not any(m == t or m.startswith(t + ".") for t in method["trainable_modules"])]
         if fresh:
             log.info("training the re-initialised modules too: %s", ", ".join(fresh))

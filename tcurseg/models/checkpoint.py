@@ -1,10 +1,13 @@
-"""Load pretrained weights into a UNETR and report what matched.
+"""Load pretrained weights into a UNETR or a SwinUNETR and report what matched.
 
 Layouts (docs/design.md, section 3c): ours (``{"model": ..., "config": ...}``), a plain MONAI state dict,
 the authors' ``{"state_dict", "epoch", "optim_dict"}`` with ``module.``, MONAI research-contributions UNETR
 (``{"state_dict", "epoch", "best_acc"}``, perceptron patch embedding, legacy ``cls_token``), MONAI's
-self-supervised ``ViTAutoEnc`` (keys without ``vit.``, decoder ``conv3d_transpose*`` extras), and keys under
-``module.`` / ``backbone.`` / ``model.``. Position embeddings of another patch grid are interpolated."""
+self-supervised ``ViTAutoEnc`` (keys without ``vit.``, decoder ``conv3d_transpose*`` extras), the self-supervised
+Swin encoder of MONAI research-contributions (``model_swinvit.pt``: ``{"state_dict"}`` with ``module.``, keys without
+``swinViT.`` or under ``swin_vit.``, MLP ``fc1`` / ``fc2``), and keys under ``module.`` / ``backbone.`` / ``model.``.
+Position embeddings of another patch grid are interpolated. The encoder is the model's ``vit`` (UNETR) or ``swinViT``
+(SwinUNETR) child."""
 
 from __future__ import annotations
 
@@ -19,9 +22,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tcurseg.models.networks import encoder_prefix_of
+
 _SHOW = 5
 PREFIXES = ("module.", "backbone.", "model.")
-ENCODER = "vit."
+ALIASES = (("swin_vit.", "swinViT."), (".mlp.fc1.", ".mlp.linear1."), (".mlp.fc2.", ".mlp.linear2."))
+"""(old, new) name parts of Swin checkpoints: research-contributions' ``swin_vit`` attribute and the ``fc1`` / ``fc2``
+MLP names that MONAI's ``SwinUNETR.load_from`` maps onto ``mlp.linear1`` / ``mlp.linear2``."""
+NOT_REQUIRED = ("norm_cross_attn", "relative_position_index")
+"""Encoder tensors a checkpoint need not provide: MONAI's unused cross-attention norms (ViT) and Swin's constant
+relative-position index (a function of the window size)."""
 POSITION = "vit.patch_embedding.position_embeddings"
 LEGACY = {key: f"legacy {key} dropped (older MONAI ViTs created it without classification)"
           for key in ("vit.cls_token", "vit.patch_embedding.cls_token")}
@@ -33,6 +43,8 @@ class KeyReport:
 
     ``mismatched`` keys exist in both but differ in shape (e.g. an output head for other classes): they keep the
     model's fresh initialisation ("reinitialised"); ``shapes`` maps them to (checkpoint shape, model shape).
+    ``encoder_loaded`` / ``encoder_total`` count the encoder tensors (keys under ``encoder_prefix``: ``vit.`` for
+    UNETR, ``swinViT.`` for SwinUNETR) copied / required.
     """
 
     path: str
@@ -44,6 +56,7 @@ class KeyReport:
     notes: list[str] = field(default_factory=list)
     encoder_loaded: int = 0
     encoder_total: int = 0
+    encoder_prefix: str = "vit."
 
     def summary(self) -> str:
         """Counts plus the first few names of each non-empty category, one line per category."""
@@ -96,19 +109,31 @@ def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def _normalise(key: str, model_keys: set[str]) -> str:
-    """The model key a checkpoint key stands for: DataParallel / wrapper prefixes stripped, and ``vit.`` added to a
-    bare ViT key (``ViTAutoEnc`` or ``ViT`` weights)."""
-    while key not in model_keys and key.startswith(PREFIXES):
-        key = key.split(".", 1)[1]
-    if key not in model_keys and ENCODER + key in model_keys:
-        key = ENCODER + key
+def _rename(key: str) -> str:
+    """``key`` with the :data:`ALIASES` applied (``swin_vit.`` only as the leading part)."""
+    for old, new in ALIASES:
+        if old.startswith("."):
+            key = key.replace(old, new)
+        elif key.startswith(old):
+            key = new + key[len(old):]
     return key
 
 
-def _encoder_keys(model_keys: set[str]) -> set[str]:
-    """The encoder tensors a checkpoint must provide: every ``vit.`` key but MONAI's unused cross-attention norms."""
-    return {k for k in model_keys if k.startswith(ENCODER) and "norm_cross_attn" not in k}
+def _normalise(key: str, model_keys: set[str], encoder: str) -> str:
+    """The model key a checkpoint key stands for: DataParallel / wrapper prefixes stripped, Swin aliases renamed
+    (:data:`ALIASES`), and the encoder prefix ``encoder`` added to a bare encoder key (``ViTAutoEnc`` / ``ViT``
+    weights, ``model_swinvit.pt``). A key that matches nothing comes back with its prefixes stripped only."""
+    while key not in model_keys and key.startswith(PREFIXES):
+        key = key.split(".", 1)[1]
+    if key in model_keys:
+        return key
+    renamed = _rename(key)
+    return next((k for k in (renamed, encoder + renamed) if k in model_keys), key)
+
+
+def _is_encoder_key(key: str, encoder: str) -> bool:
+    """Whether a checkpoint must provide ``key``: under ``encoder`` and not in :data:`NOT_REQUIRED`."""
+    return key.startswith(encoder) and not any(part in key for part in NOT_REQUIRED)
 
 
 def _grid(n: int, config: object) -> tuple[int, ...] | None:
@@ -152,7 +177,7 @@ def require_complete_encoder(report: KeyReport, method: str) -> None:
     if method == "full" or report.encoder_loaded == report.encoder_total:
         return
     hints = " ".join(n for n in report.notes if "model.proj_type" in n)
-    missing = [k for k in report.missing if k.startswith(ENCODER) and "norm_cross_attn" not in k]
+    missing = [k for k in report.missing if _is_encoder_key(k, report.encoder_prefix)]
     raise ValueError(f"pretrained {report.path}: the encoder was loaded in part ({report.encoder_loaded}/"
                      f"{report.encoder_total} tensors; missing e.g. {_first(missing)}), and method={method} keeps it "
                      f"frozen: check that model.* matches the checkpoint. {hints}".rstrip())
@@ -161,22 +186,23 @@ def require_complete_encoder(report: KeyReport, method: str) -> None:
 def load_pretrained(model: nn.Module, path: str | Path, trusted: bool = False) -> KeyReport:
     """Copy matching tensors from a checkpoint at ``path`` into ``model`` (in place) and report the keys.
 
-    Accepted layouts: ours ``{"model": state_dict, ...}``, a plain MONAI state dict, and the authors'
+    Accepted layouts: ours ``{"model": state_dict, ...}``, a plain MONAI state dict, the authors'
     ``{"state_dict": ...}`` whose keys carry ``module.`` (DataParallel) and/or ``model.`` prefixes, which are
-    stripped. Read with ``torch.load(weights_only=True)``; a file that needs full unpickling (which runs code) is
-    refused unless ``trusted``, then read with a warning recorded in ``KeyReport.notes``. Tensors whose shape differs from the
+    stripped, and the others of the module docstring (``model_swinvit.pt`` into a SwinUNETR). Read with
+    ``torch.load(weights_only=True)``; a file that needs full unpickling (which runs code) is refused unless
+    ``trusted``, then read with a warning recorded in ``KeyReport.notes``. Tensors whose shape differs from the
     model's are skipped (reported as reinitialised). Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` when no key matches the model.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
-    report = KeyReport(path=str(path))
+    report = KeyReport(path=str(path), encoder_prefix=encoder_prefix_of(model) + ".")
     obj = _read(path, report.notes, trusted)
     raw = _state_dict(obj, path)
     target = model.state_dict()
     model_keys = set(target)
-    source = {_normalise(key, model_keys): value for key, value in raw.items()}
+    source = {_normalise(key, model_keys, report.encoder_prefix): value for key, value in raw.items()}
     for key, note in LEGACY.items():
         if source.pop(key, None) is not None and key not in model_keys:
             report.notes.append(note)
@@ -202,7 +228,7 @@ def load_pretrained(model: nn.Module, path: str | Path, trusted: bool = False) -
         )
     model.load_state_dict(to_load, strict=False)
     report.loaded = sorted(to_load)
-    encoder = _encoder_keys(model_keys)
+    encoder = {k for k in model_keys if _is_encoder_key(k, report.encoder_prefix)}
     report.encoder_loaded, report.encoder_total = len(encoder & set(to_load)), len(encoder)
     report.missing = sorted(model_keys - set(source))
     report.unexpected.sort()

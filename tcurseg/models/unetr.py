@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from monai.networks.nets import UNETR
@@ -36,8 +36,8 @@ def _get(cfg: Mapping[str, Any], key: str) -> Any:
     raise ValueError(f"model config is missing the required key model.{key}")
 
 
-def build_unetr(cfg: Mapping[str, Any]) -> UNETR:
-    """Build a MONAI UNETR (12 transformer blocks, patch 16) from a dict-like model config.
+def unetr_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of MONAI's ``UNETR`` for a dict-like model config (12 transformer blocks, patch 16).
 
     Required keys: ``in_channels``, ``out_channels``, ``img_size`` (the roi, 3 ints, each divisible by 16).
     Optional keys (UNETR-B defaults): ``feature_size`` 16, ``hidden_size`` 768, ``mlp_dim`` 3072,
@@ -57,28 +57,23 @@ def build_unetr(cfg: Mapping[str, Any]) -> UNETR:
     if num_heads <= 0 or hidden_size % num_heads:
         raise ValueError(f"model.hidden_size {hidden_size} must be divisible by model.num_heads {num_heads}")
     norm_name = _get(cfg, "norm_name")
-    if not isinstance(norm_name, str):
-        norm_name = tuple(norm_name)
-    return UNETR(
-        in_channels=int(_get(cfg, "in_channels")),
-        out_channels=int(_get(cfg, "out_channels")),
-        img_size=img_size,
-        feature_size=int(_get(cfg, "feature_size")),
-        hidden_size=hidden_size,
-        mlp_dim=int(_get(cfg, "mlp_dim")),
-        num_heads=num_heads,
-        norm_name=norm_name,
-        res_block=bool(_get(cfg, "res_block")),
-        dropout_rate=float(_get(cfg, "dropout_rate")),
-        qkv_bias=bool(_get(cfg, "qkv_bias")),
-        proj_type=str(_get(cfg, "proj_type")),
-    )
+    return {
+        "in_channels": int(_get(cfg, "in_channels")),
+        "out_channels": int(_get(cfg, "out_channels")),
+        "img_size": img_size,
+        "feature_size": int(_get(cfg, "feature_size")),
+        "hidden_size": hidden_size,
+        "mlp_dim": int(_get(cfg, "mlp_dim")),
+        "num_heads": num_heads,
+        "norm_name": norm_name if isinstance(norm_name, str) else tuple(norm_name),
+        "res_block": bool(_get(cfg, "res_block")),
+        "dropout_rate": float(_get(cfg, "dropout_rate")),
+        "qkv_bias": bool(_get(cfg, "qkv_bias")),
+        "proj_type": str(_get(cfg, "proj_type")),
+    }
 
 
-def resolve_cnn_modules(spec: str | Sequence[str]) -> list[str]:
-    """Module-name prefixes that stay trainable: a preset name from ``CNN_PRESETS`` or an explicit list."""
-    if isinstance(spec, str):
-        if spec not in CNN_PRESETS:
-            raise ValueError(f"unknown CNN preset {spec!r}; choose one of {sorted(CNN_PRESETS)} or give a list")
-        return list(CNN_PRESETS[spec])
-    return [str(s) for s in spec]
+def build_unetr(cfg: Mapping[str, Any]) -> UNETR:
+    """MONAI's UNETR with :func:`unetr_kwargs` of ``cfg``."""
+    return UNETR(**unetr_kwargs(cfg))
+
