@@ -12,6 +12,7 @@ from monai.networks.nets import ViT
 
 from tcurseg.peft import VIT_GROUPS, apply, find_groups, merge
 from tcurseg.peft.spectral import spectral_groups
+from test_peft import _reference_delta  # the full complex-FFT reference of the tCURLoRA update
 
 SPECTRAL = ["tcurlora", "lorapt"]
 
@@ -36,17 +37,6 @@ def _perturb(model: torch.nn.Module, scale: float = 0.3) -> None:
     g = torch.Generator().manual_seed(5)
     for p in model.adapter_groups.parameters():
         p.add_(scale * (p.abs().mean().item() or 1.0) * torch.randn(p.shape, generator=g, dtype=p.dtype))
-
-
-def _reference_delta(W: torch.Tensor, I: torch.Tensor, J: torch.Tensor, dU_half: torch.Tensor) -> torch.Tensor:
-    """dW by the full complex FFT in float64, the conjugate-symmetric cores filled in from the half spectrum."""
-    L, K = W.shape[0], dU_half.shape[0]
-    D = torch.fft.fft(W.double(), dim=0)
-    dU = torch.zeros(L, *dU_half.shape[1:], dtype=torch.complex128)
-    dU[:K] = dU_half.to(torch.complex128)
-    for k in range(1, K):
-        dU[L - k] = dU_half[k].conj()
-    return torch.fft.ifft(D[:, :, I] @ dU @ D[:, J, :], dim=0).real
 
 
 def test_float64_tcurlora_update_equals_the_complex_reference():
