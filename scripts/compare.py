@@ -68,6 +68,7 @@ CURVE_SEEDS = (0, 1)
 TCUR_RANKS = (2, 4, 8, 16)
 LORA_RANKS = (1, 2, 4, 8)         # LoRA r = 1 (27,648) is the smallest; r = 2, 4, 8 bracket tCURLoRA r = 16 .. 48
 BOOTSTRAP = 10_000
+STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never started to segment
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -271,6 +272,7 @@ def method_rows(runs: Mapping[str, list[dict]]) -> list[dict]:
                      "dice": statistics.fmean(dice), "dice_sd": statistics.stdev(dice) if len(dice) > 1 else 0.0,
                      "hd95": statistics.fmean(hd), "hd95_sd": statistics.stdev(hd) if len(hd) > 1 else 0.0,
                      "val": statistics.fmean(r["best"]["val_dice"] for r in rs),
+                     "stuck": sum(1 for r in rs if r["best"]["val_dice"] < STUCK_DICE),
                      "epochs": statistics.fmean(r["epochs_run"] for r in rs),
                      "step_s": statistics.median(r["step_s"] for r in rs),
                      "wall_s": statistics.fmean(r["wall_s"] for r in rs)})
@@ -311,13 +313,15 @@ def headline_section(records: Sequence[Mapping], preset: str) -> tuple[list[str]
     if not rows:
         return [*lines, "Not run yet.", ""], {}
     lines += ["| method | rank | rate | adapter params | CNN params | test Dice (mean ± sd) | HD95 mm | val Dice | "
-              "epochs run | n |", "|---|---|---|---:|---:|---|---|---|---:|---:|"]
+              "runs stuck | n |", "|---|---|---|---:|---:|---|---|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {NAMES[r['method']]} | {r['rank'] if r['rank'] is not None else '-'} | {r['lr']:g} | "
                      f"{r['adapter']:,} | {r['decoder']:,} | {r['dice']:.3f} ± {r['dice_sd']:.3f} | "
-                     f"{r['hd95']:.2f} ± {r['hd95_sd']:.2f} | {r['val']:.3f} | {r['epochs']:.1f} | {r['n']} |")
+                     f"{r['hd95']:.2f} ± {r['hd95_sd']:.2f} | {r['val']:.3f} | {r['stuck']} of {len(r['seeds'])} | "
+                     f"{r['n']} |")
     lines += ["", "sd: over the (test subject, seed) pairs. n: pairs. val Dice: best validation Dice, mean over seeds. "
-              "Epochs run: mean over seeds (early stopping)."]
+              f"Runs stuck: seeds whose best validation Dice stayed below {STUCK_DICE} (the network never started to "
+              "segment within the budget)."]
     lines += ["", "Paired differences (method minus reference) over (test subject, seed), mean [95% bootstrap CI]; "
               "`*`: the CI excludes 0.", "",
               "| method | Dice vs decoder-only | Dice vs LoRA | HD95 vs decoder-only (mm) | HD95 vs LoRA (mm) |",
