@@ -7,10 +7,12 @@
     python scripts/compare.py ranks                       # Dice vs adapter size (tCURLoRA r, LoRA matched)
     python scripts/compare.py report                      # rebuild docs/results.md from the run records
     python scripts/compare.py all                         # all of the above, in that order
+    python scripts/compare.py headline --model swin_unetr # the headline table on the small SwinUNETR (demo_swin)
 
 Protocol (docs/design.md, "Comparison protocol"):
-- Every run is ``tcurseg.train.run`` on ``+experiment=demo`` with the same data, epochs, early-stopping rule and
-  seeds; the model evaluated on the test split is the best-validation checkpoint (``model_best.pt``).
+- Every run is ``tcurseg.train.run`` on ``+experiment=demo`` (``demo_swin`` with ``--model swin_unetr``) with the
+  same data, epochs, early-stopping rule and seeds; the model evaluated on the test split is the best-validation
+  checkpoint (``model_best.pt``).
 - Each method's own learning rate (``optim.adapter_lr`` for methods that add parameters, ``optim.lr`` for full and
   decoder-only) is chosen from ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
   The other seeds then run at the chosen rate.
@@ -19,7 +21,8 @@ Protocol (docs/design.md, "Comparison protocol"):
 
 Each finished run leaves a small record ``docs/compare/<study>/<preset>/<tag>.json`` (per-case test Dice and HD95,
 validation Dice, parameters, times). A run whose record exists is never run again, and the report is built from the
-records alone, so it can be rebuilt on a machine without ``outputs/``. Run folders go to ``outputs/compare/``.
+records alone, so it can be rebuilt on a machine without ``outputs/``. Run folders go to ``outputs/compare/``. The
+SwinUNETR records and runs live one level down, in ``swin_unetr/``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ NAMES = {"full": "full fine-tuning", "decoder_only": "decoder-only", "lora": "Lo
 # LoRA / PiSSA r = 1: 27,648; CURLoRA r = 24: 27,648; tCURLoRA r = 20: 28,800; LoRA-PT r = 1: 32,295;
 # DoRA r = 1: 43,776 (LoRA + the magnitudes). r = 1 is the smallest a matrix method can have.
 RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora": 20}
+# The small SwinUNETR of demo_swin (feature 12, depths 2/2/2/2; 12 groups, stage 1 has 12 x 12 slices, so r <= 12):
+# LoRA / PiSSA r = 1: 5,760; tCURLoRA r = 11: 5,808; CURLoRA r = 12 (its largest): 4,608; LoRA-PT r = 1: 6,516;
+# DoRA r = 1: 9,000.
+MODELS = {"unetr": ("demo", RANKS),
+          "swin_unetr": ("demo_swin", {"lora": 1, "dora": 1, "pissa": 1, "curlora": 12, "lorapt": 1, "tcurlora": 11})}
 # The learning-rate grid of each method's own rate (chosen on the validation split, seed 0). One value each for now:
 # on 2 CPU cores a run takes ~3 min, and 8 methods x 3 seeds already take ~80 min; a grid point per rate doubles it.
 GRID = {"adapter": (1e-2,), "base": (1e-2,)}
@@ -100,12 +108,13 @@ def tag(method: str, rank: int | None, lr: float, n_train: int, seed: int) -> st
     return f"{method}_r{rank if rank is not None else '-'}_lr{lr:g}_n{n_train}_s{seed}"
 
 
-def overrides(method: str, preset: str, rank: int | None, lr: float, n_train: int, seed: int, run_dir: Path) -> list[str]:
+def overrides(method: str, preset: str, rank: int | None, lr: float, n_train: int, seed: int, run_dir: Path,
+              model: str = "unetr") -> list[str]:
     """Hydra overrides of one run: the same experiment, budget and stopping rule for every method. With fewer
     training subjects the epochs (and validation interval) grow so that every run takes the same number of steps."""
     scale = max(1, FULL_SUBJECTS // n_train)
     rate = "optim.lr" if method in NO_ADAPTER else "optim.adapter_lr"
-    ov = ["+experiment=demo", f"method={method}", f"seed={seed}", f"output_dir={run_dir}", "resume=true",
+    ov = [f"+experiment={MODELS[model][0]}", f"method={method}", f"seed={seed}", f"output_dir={run_dir}", "resume=true",
           f"{rate}={lr:g}", f"train.epochs={EPOCHS * scale}", f"train.val_every={VAL_EVERY * scale}",
           f"train.patience={'null' if PATIENCE is None else PATIENCE}", f"train.ckpt_every={VAL_EVERY * scale}", "eval.overlays=0"]
     if method != "full":  # decoder-only trains the same CNN path as the adapters; full trains everything anyway
@@ -149,21 +158,28 @@ def record_from_run(run_path: Path, spec: Mapping, wall_s: float) -> dict:
             "cases": _per_case(run_path / "eval" / "metrics.csv")}
 
 
-def run_spec(study: str, preset: str, method: str, rank: int | None, lr: float, n_train: int, seed: int) -> dict:
+def run_spec(study: str, preset: str, method: str, rank: int | None, lr: float, n_train: int, seed: int,
+             model: str = "unetr") -> dict:
     return {"study": study, "preset": preset, "method": method, "rank": rank, "lr": lr, "rate": rate_key(method),
-            "n_train": n_train, "seed": seed}
+            "n_train": n_train, "seed": seed, "model": model}
+
+
+def model_of(record: Mapping) -> str:
+    return record.get("model", "unetr")  # the first records (UNETR only) carry no model
 
 
 def record_path(spec: Mapping, root: Path = RECORDS) -> Path:
-    return root / spec["study"] / spec["preset"] / (tag(spec["method"], spec["rank"], spec["lr"], spec["n_train"],
-                                                        spec["seed"]) + ".json")
+    folder = root if model_of(spec) == "unetr" else root / model_of(spec)
+    return folder / spec["study"] / spec["preset"] / (tag(spec["method"], spec["rank"], spec["lr"], spec["n_train"],
+                                                          spec["seed"]) + ".json")
 
 
 def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dict:
     """The record of one run: read it if it exists, else train (in a fresh process) and write it."""
     path = record_path(spec, records)
     run_path = work / path.relative_to(records).with_suffix("")
-    ov = overrides(spec["method"], spec["preset"], spec["rank"], spec["lr"], spec["n_train"], spec["seed"], run_path)
+    ov = overrides(spec["method"], spec["preset"], spec["rank"], spec["lr"], spec["n_train"], spec["seed"], run_path,
+                   model_of(spec))
     if path.is_file():
         record = json.loads(path.read_text())
         stale = set(_protocol(record.get("overrides", []))) ^ set(_protocol(ov))
@@ -195,11 +211,11 @@ def mean_dice(record: Mapping) -> float:
 
 
 def chosen_rate(method: str, preset: str, rank: int | None, n_train: int = FULL_SUBJECTS, run: bool = True,
-                records: Path = RECORDS) -> float | None:
+                records: Path = RECORDS, model: str = "unetr") -> float | None:
     """The grid rate with the best validation Dice of seed 0 (ties: the smaller rate). Trains the grid when ``run``."""
     vals = {}
     for lr in GRID[rate_key(method)]:
-        spec = run_spec("headline", preset, method, rank, lr, n_train, 0)
+        spec = run_spec("headline", preset, method, rank, lr, n_train, 0, model)
         if run:
             vals[lr] = ensure_run(spec, records)["best"]["val_dice"]
         elif record_path(spec, records).is_file():
@@ -209,13 +225,15 @@ def chosen_rate(method: str, preset: str, rank: int | None, n_train: int = FULL_
     return max(sorted(vals), key=lambda lr: vals[lr])
 
 
-def headline(preset: str, methods: Sequence[str] = ALL_METHODS, seeds: Sequence[int] = SEEDS) -> None:
+def headline(preset: str, methods: Sequence[str] = ALL_METHODS, seeds: Sequence[int] = SEEDS,
+             model: str = "unetr") -> None:
+    ranks = MODELS[model][1]
     for method in ["full", "decoder_only", *[m for m in methods if m not in NO_ADAPTER]]:
         if method not in methods:
             continue
-        lr = chosen_rate(method, preset, RANKS.get(method))
+        lr = chosen_rate(method, preset, ranks.get(method), model=model)
         for seed in seeds:
-            ensure_run(run_spec("headline", preset, method, RANKS.get(method), lr, FULL_SUBJECTS, seed))
+            ensure_run(run_spec("headline", preset, method, ranks.get(method), lr, FULL_SUBJECTS, seed, model))
 
 
 def subjects_curve(preset: str = "paper") -> None:
@@ -239,13 +257,14 @@ def load_records(root: Path = RECORDS) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))]
 
 
-def final_runs(records: Iterable[Mapping], study: str, preset: str) -> dict[str, list[dict]]:
-    """Per method, the runs at the rate chosen on validation (seed 0 grid), for the given study and preset."""
-    records = [r for r in records if r["preset"] == preset]
+def final_runs(records: Iterable[Mapping], study: str, preset: str, model: str = "unetr") -> dict[str, list[dict]]:
+    """Per method, the runs at the rate chosen on validation (seed 0 grid), for the given study, preset and model."""
+    ranks = MODELS[model][1]
+    records = [r for r in records if r["preset"] == preset and model_of(r) == model]
     grid = [r for r in records if r["study"] == "headline" and r["seed"] == 0 and r["n_train"] == FULL_SUBJECTS]
     out: dict[str, list[dict]] = {}
     for method in ALL_METHODS:
-        vals = {r["lr"]: r["best"]["val_dice"] for r in grid if r["method"] == method and r["rank"] == RANKS.get(method)
+        vals = {r["lr"]: r["best"]["val_dice"] for r in grid if r["method"] == method and r["rank"] == ranks.get(method)
                 and r["lr"] in GRID[rate_key(method)]}
         if len(vals) < len(GRID[rate_key(method)]):
             continue
@@ -306,10 +325,10 @@ def verdict(name: str, other: str, c: Mapping | None) -> str:
             "(the 95% CI includes 0).")
 
 
-def headline_section(records: Sequence[Mapping], preset: str) -> tuple[list[str], dict]:
-    runs = final_runs(records, "headline", preset)
+def headline_section(records: Sequence[Mapping], preset: str, model: str = "unetr") -> tuple[list[str], dict]:
+    runs = final_runs(records, "headline", preset, model)
     rows = method_rows(runs)
-    lines = [f"### CNN preset `{preset}`", ""]
+    lines = [f"### CNN preset `{preset}`" + ("" if model == "unetr" else f", {model}"), ""]
     if not rows:
         return [*lines, "Not run yet.", ""], {}
     lines += ["| method | rank | rate | adapter params | CNN params | test Dice (mean ± sd) | HD95 mm | val Dice | "
@@ -333,7 +352,8 @@ def headline_section(records: Sequence[Mapping], preset: str) -> tuple[list[str]
         cells = [(_ci(c["dice"]) if c else "-", _ci(c["hd95"], 2) if c else "-") for c in (vs_dec, vs_lora)]
         lines.append(f"| {NAMES[r['method']]} | {cells[0][0]} | {cells[1][0]} | {cells[0][1]} | {cells[1][1]} |")
     grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
-                   and r["n_train"] == FULL_SUBJECTS), key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
+                   and r["n_train"] == FULL_SUBJECTS and model_of(r) == model),
+                  key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
     lines += ["", "Rate selection (seed 0, validation Dice; the test split plays no part):", "",
               "| method | " + " | ".join(f"{k} rate" for k in ("grid",)) + " | validation Dice |", "|---|---|---|"]
     for r in grid:
@@ -357,7 +377,8 @@ def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) ->
     points: dict[str, list[tuple]] = defaultdict(list)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
-        if r["study"] == study and r["preset"] == preset and chosen.get(r["method"]) == r["lr"]:
+        if (r["study"] == study and r["preset"] == preset and chosen.get(r["method"]) == r["lr"]
+                and model_of(r) == "unetr"):
             key = r["params"]["adapter"] if x == "adapter" else r["n_train"]
             groups[(r["method"], key)].append(r)
     for (method, key), rs in sorted(groups.items()):
@@ -419,16 +440,17 @@ def machine_info() -> str:
             + (f"GPU {gpu}" if gpu else "no GPU"))
 
 
-def cost_section(bench: Path) -> list[str]:
-    """The cost of each method on UNETR-B from ``scripts/bench_methods.py`` (all methods in one interleaved run)."""
+def cost_section(bench: Path, network: str, flag: str = "") -> list[str]:
+    """The cost of each method on a full-size network from ``scripts/bench_methods.py`` (all methods in one
+    interleaved run)."""
     if not bench.is_file():
         return []
     data = json.loads(bench.read_text())
     methods, lora = data["methods"], data["methods"].get("lora")
-    lines = ["## Cost (UNETR-B, the paper's network)", "",
-             f"From `docs/bench_methods.json` (`scripts/bench_methods.py --size {data['size']}`: r = {data['rank']}, "
+    lines = [f"## Cost ({network})", "",
+             f"From `docs/{bench.name}` (`scripts/bench_methods.py{flag} --size {data['size']}`: r = {data['rank']}, "
              f"batch 1, {data['device']} with {data['threads']} threads, every method in one interleaved run; the "
-             "demo's small UNETR is too small for its costs to mean much).", "",
+             "demo's small networks are too small for their costs to mean much).", "",
              "| method | adapter params | step s | step x LoRA | training memory x LoRA |", "|---|---:|---:|---:|---:|"]
     for name in ALL_METHODS:
         m = methods.get(name)
@@ -475,7 +497,20 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
     for preset in ("paper", "default"):
         section, payload[preset] = headline_section(records, preset)
         lines += section
-    lines += cost_section(REPO / "docs" / "bench_methods.json")
+    swin = [r for r in records if model_of(r) == "swin_unetr"]
+    if swin:
+        lines += ["## Headline on SwinUNETR (`--model swin_unetr`)", "",
+                  "`+experiment=demo_swin`: the small SwinUNETR (`model=swin_unetr_small`, feature 12, depths "
+                  "2/2/2/2, roi 64^3) pretrained on `synth_tumor` by `demo_swin_pretrain`, fine-tuned as above (same "
+                  "data, budget, seeds and rate rule). Ranks: "
+                  + ", ".join(f"{NAMES[m]} r = {r}" for m, r in MODELS["swin_unetr"][1].items())
+                  + " (encoder adapters of 4.6k-9k parameters; CURLoRA at its largest rank, 12).", ""]
+        for preset in ("paper", "default"):
+            section, payload[f"swin_unetr_{preset}"] = headline_section(swin, preset, "swin_unetr")
+            lines += section
+    lines += cost_section(REPO / "docs" / "bench_methods.json", "UNETR-B, the paper's network")
+    lines += cost_section(REPO / "docs" / "bench_methods_swin_unetr.json", "SwinUNETR, feature 48, depths 2/2/2/2",
+                          " --model swin_unetr")
     lines += ["## Curves", ""]
     lines += curve_section(records, "subjects", "paper", path.parent / "results_subjects.png")
     lines += curve_section(records, "ranks", "paper", path.parent / "results_ranks.png")
@@ -489,11 +524,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("study", choices=("headline", "subjects", "ranks", "report", "all"))
     p.add_argument("--preset", choices=("paper", "default"), default="paper")
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    p.add_argument("--model", choices=tuple(MODELS), default="unetr",
+                   help="the network of the headline table (the curves run on UNETR)")
     args = p.parse_args(argv)
     recipe = (REPO / "docs" / "recipe.md").read_text() if (REPO / "docs" / "recipe.md").is_file() else ""
     if args.study in ("headline", "all"):
         for preset in ((args.preset,) if args.study == "headline" else ("paper", "default")):
-            headline(preset, args.methods)
+            headline(preset, args.methods, model=args.model)
     if args.study in ("subjects", "all"):
         subjects_curve(args.preset)
     if args.study in ("ranks", "all"):

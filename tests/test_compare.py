@@ -110,3 +110,52 @@ def test_report_says_who_beats_whom(compare, tmp_path, monkeypatch):
     assert "### CNN preset `default`\n\nNot run yet." in text
     assert "| tCURLoRA | 20 | 0.001 | 100 | 1,000 | " in text
     assert payload["paper"]["contrasts"]["tcurlora"]["lora"]["dice"]["n"] == 72
+
+
+def test_swin_unetr_runs_their_own_experiment_folder_and_table(compare, tmp_path):
+    ov = compare.overrides("tcurlora", "paper", 11, 0.01, 32, 0, tmp_path, "swin_unetr")
+    assert ov[0] == "+experiment=demo_swin" and "method.rank=11" in ov
+    assert compare.overrides("tcurlora", "paper", 20, 0.01, 32, 0, tmp_path)[0] == "+experiment=demo"
+    spec = compare.run_spec("headline", "paper", "tcurlora", 11, 0.01, 32, 0, "swin_unetr")
+    assert compare.record_path(spec, tmp_path) == tmp_path / "swin_unetr/headline/paper/tcurlora_r11_lr0.01_n32_s0.json"
+    unetr = {k: v for k, v in compare.run_spec("headline", "paper", "lora", 1, 0.01, 32, 0).items() if k != "model"}
+    assert compare.record_path(unetr, tmp_path) == tmp_path / "headline/paper/lora_r1_lr0.01_n32_s0.json"
+
+    swin_ranks = compare.MODELS["swin_unetr"][1]
+    records = []
+    for method, delta in (("decoder_only", 0.0), ("lora", 0.01), ("tcurlora", 0.02)):
+        records.append(_record(compare, method, 0.01, 0, 0.5, [0.6 + delta] * 24))  # UNETR (no model key)
+        records.append({**_record(compare, method, 0.01, 0, 0.5, [0.3 + delta] * 24), "model": "swin_unetr",
+                        "rank": swin_ranks.get(method)})
+    assert {r["rank"] for r in compare.final_runs(records, "headline", "paper", "swin_unetr")["tcurlora"]} == {11}
+    rows = {r["method"]: r["dice"] for r in compare.method_rows(compare.final_runs(records, "headline", "paper"))}
+    assert rows == pytest.approx({"decoder_only": 0.6, "lora": 0.61, "tcurlora": 0.62})
+    payload = compare.write_report(records, tmp_path / "results.md")
+    swin = {r["method"]: r["dice"] for r in payload["swin_unetr_paper"]["rows"]}
+    assert swin == pytest.approx({"decoder_only": 0.3, "lora": 0.31, "tcurlora": 0.32})
+    assert "## Headline on SwinUNETR" in (tmp_path / "results.md").read_text()
+
+
+def test_swin_unetr_ranks_give_the_stated_adapter_sizes(compare):
+    """The demo_swin experiment composes, and the ranks of ``MODELS['swin_unetr']`` give the adapter sizes the
+    script states (comparable sizes, as for UNETR)."""
+    import copy
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tcurseg.models.networks import build_network
+    from tcurseg.peft import apply, trainable_report
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=["+experiment=demo_swin"])
+        recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}"])
+    assert cfg.model.name == recipe.model.name == "swin_unetr" and recipe.method.name == "full"
+    assert cfg.pretrained == f"{recipe.output_dir}/model_best.pt"
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    base = build_network({**model_cfg, "in_channels": 1, "out_channels": 2})
+    sizes = {method: trainable_report(apply(copy.deepcopy(base), {"name": method, "rank": rank,
+                                                                   "groups": model_cfg["adapter_groups"]}))["adapter"]
+             for method, rank in compare.MODELS["swin_unetr"][1].items()}
+    assert sizes == {"lora": 5_760, "pissa": 5_760, "dora": 9_000, "curlora": 4_608, "lorapt": 6_516,
+                     "tcurlora": 5_808}
