@@ -351,6 +351,14 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
         contrasts[r["method"]] = {"decoder_only": vs_dec, "lora": vs_lora}
         cells = [(_ci(c["dice"]) if c else "-", _ci(c["hd95"], 2) if c else "-") for c in (vs_dec, vs_lora)]
         lines.append(f"| {NAMES[r['method']]} | {cells[0][0]} | {cells[1][0]} | {cells[0][1]} | {cells[1][1]} |")
+    lines += ["", "Per seed (test Dice, mean over the test subjects; validation Dice in brackets): how much of a "
+              "method's spread is the seed.", "", "| method | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
+              "|---|" + "---|" * len(SEEDS)]
+    for method, rs in runs.items():
+        by_seed = {r["seed"]: r for r in rs}
+        cells = [f"{mean_dice(by_seed[s]):.3f} ({by_seed[s]['best']['val_dice']:.3f})" if s in by_seed else "-"
+                 for s in SEEDS]
+        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
     grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
                    and r["n_train"] == FULL_SUBJECTS and model_of(r) == model),
                   key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
@@ -363,6 +371,13 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
         summary.append(verdict(NAMES[method], NAMES["decoder_only"], contrasts.get(method, {}).get("decoder_only")))
     summary.append(verdict(NAMES["tcurlora"], NAMES["lora"], contrasts.get("tcurlora", {}).get("lora")))
     summary.append(verdict(NAMES["tcurlora"], NAMES["full"], contrast(runs, "tcurlora", "full")))
+    adapters = [r for r in rows if r["method"] not in NO_ADAPTER]
+    if adapters:
+        best = max(adapters, key=lambda r: r["dice"])
+        summary.append(f"Best encoder adapter by mean test Dice: {NAMES[best['method']]} ({best['dice']:.3f}, "
+                       f"{best['adapter']:,} adapter parameters).")
+        if best["method"] != "tcurlora":
+            summary.append(verdict(NAMES["tcurlora"], NAMES[best["method"]], contrast(runs, "tcurlora", best["method"])))
     widths = [c["dice"]["hi"] - c["dice"]["lo"] for m in contrasts.values() for c in m.values() if c and c["dice"]["n"]]
     if widths:
         summary.append(f"CI half-width of the paired Dice differences: median {statistics.median(widths) / 2:.4f}, "
