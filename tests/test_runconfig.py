@@ -1,4 +1,5 @@
-"""A run folder is resumed only by the same training configuration; stored paths are absolute; files are 0644."""
+"""A run folder is resumed only by the same training configuration; stored paths are absolute; files are 0644;
+the help names every experiment."""
 
 from __future__ import annotations
 
@@ -128,3 +129,13 @@ def test_a_caught_error_is_printed_once(tmp_path):
     assert proc.returncode == 1
     assert console.count("train for at least 1 epoch") == 1, console
     assert console.strip() == "tcurseg: error: train.epochs=0: train for at least 1 epoch"
+
+
+def test_help_lists_every_experiment():
+    """`python -m tcurseg.train --help` names each `+experiment=` file, so a new experiment cannot go unlisted."""
+    from omegaconf import OmegaConf
+
+    template = OmegaConf.load(Path(CONF) / "config.yaml").hydra.help.template
+    listed = {line.split()[0] for line in template.splitlines() if line.startswith("  ") and line.strip()}
+    files = {p.stem for p in (Path(CONF) / "experiment").glob("*.yaml")}
+    assert files and files <= listed, sorted(files - listed)
