@@ -512,6 +512,9 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
     for preset in ("paper", "default"):
         section, payload[preset] = headline_section(records, preset)
         lines += section
+    reading = RECORDS / "reading.md"  # the hand-written reading of the tables (the rest of this page is generated)
+    if reading.is_file():
+        lines += [reading.read_text().strip(), ""]
     swin = [r for r in records if model_of(r) == "swin_unetr"]
     if swin:
         lines += ["## Headline on SwinUNETR (`--model swin_unetr`)", "",

@@ -159,3 +159,15 @@ def test_swin_unetr_ranks_give_the_stated_adapter_sizes(compare):
              for method, rank in compare.MODELS["swin_unetr"][1].items()}
     assert sizes == {"lora": 5_760, "pissa": 5_760, "dora": 9_000, "curlora": 4_608, "lorapt": 6_516,
                      "tcurlora": 5_808}
+
+
+def test_the_hand_written_reading_goes_into_the_report(compare, tmp_path, monkeypatch):
+    records = [_record(compare, "decoder_only", 0.01, 0, 0.5, [0.6] * 4)]
+    monkeypatch.setattr(compare, "RECORDS", tmp_path)
+    compare.write_report(records, tmp_path / "results.md")
+    assert "## Reading the tables" not in (tmp_path / "results.md").read_text()
+    (tmp_path / "reading.md").write_text("## Reading the tables\n\nSeed 0 starts late for every method.\n")
+    compare.write_report(records, tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert "## Reading the tables\n\nSeed 0 starts late for every method.\n" in text
+    assert text.index("## Reading the tables") > text.index("### CNN preset `default`")
