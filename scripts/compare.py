@@ -187,6 +187,13 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
             raise SystemExit(f"{path}: recorded under another protocol ({', '.join(sorted(stale))}); "
                              "delete the records of the old protocol to rerun them")
         return record
+    twin = identical_run(spec, ov, records)
+    if twin is not None:  # the same overrides under the other preset (full fine-tuning ignores the CNN preset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**twin, "preset": spec["preset"]}, indent=1) + "\n")
+        print(f"run {path.stem} ({spec['study']}, {spec['preset']}): the same run as "
+              f"{record_path({**spec, 'preset': twin['preset']}, records)}; record copied", flush=True)
+        return json.loads(path.read_text())
     print(f"run {path.stem} ({spec['study']}, {spec['preset']}): {' '.join(ov)}", flush=True)
     started = time.perf_counter()
     proc = multiprocessing.get_context("spawn").Process(target=_train_child, args=(ov, str(run_path)))
@@ -199,6 +206,17 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
     path.write_text(json.dumps({**record, "overrides": ov}, indent=1) + "\n")
     print(f"    val {record['best']['val_dice']:.4f}, test {mean_dice(record):.4f}, {record['wall_s']:.0f} s", flush=True)
     return record
+
+
+def identical_run(spec: Mapping, ov: Sequence[str], records: Path = RECORDS) -> dict | None:
+    """The record of the same run made under another CNN preset (identical overrides), if there is one."""
+    for preset in ("paper", "default"):
+        other = record_path({**spec, "preset": preset}, records)
+        if preset != spec["preset"] and other.is_file():
+            record = json.loads(other.read_text())
+            if set(_protocol(record.get("overrides", []))) == set(_protocol(ov)):
+                return record
+    return None
 
 
 def _protocol(ov: Iterable[str]) -> list[str]:

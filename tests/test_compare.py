@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -171,3 +172,22 @@ def test_the_hand_written_reading_goes_into_the_report(compare, tmp_path, monkey
     text = (tmp_path / "results.md").read_text()
     assert "## Reading the tables\n\nSeed 0 starts late for every method.\n" in text
     assert text.index("## Reading the tables") > text.index("### CNN preset `default`")
+
+
+def test_full_fine_tuning_is_not_run_twice_for_the_two_presets(compare, tmp_path):
+    """Full fine-tuning ignores the CNN preset, so its `default` run is its `paper` run: the record is copied."""
+    made = {}
+    for method, rank, dice in (("full", None, 0.8), ("lora", 1, 0.6)):
+        spec = compare.run_spec("headline", "paper", method, rank, 0.01, 32, 0)
+        ov = compare.overrides(method, "paper", rank, 0.01, 32, 0, tmp_path / "work" / "paper")
+        made[method] = record = {**_record(compare, method, 0.01, 0, 0.7, [dice] * 4), "overrides": ov}
+        path = compare.record_path(spec, tmp_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    full = compare.run_spec("headline", "default", "full", None, 0.01, 32, 0)
+    copied = compare.ensure_run(full, tmp_path, tmp_path / "work")  # would train if nothing matched
+    assert copied["preset"] == "default" and copied["cases"] == made["full"]["cases"]
+    assert compare.record_path(full, tmp_path).is_file()
+    lora_ov = compare.overrides("lora", "default", 1, 0.01, 32, 0, tmp_path / "work" / "default")
+    assert compare.identical_run(compare.run_spec("headline", "default", "lora", 1, 0.01, 32, 0), lora_ov,
+                                 tmp_path) is None  # method.cnn differs: a different run
