@@ -283,3 +283,30 @@ def test_training_config_builds_swin_unetr_with_model_swinvit_weights(tmp_path):
     assert rep["decoder"] == count(source, DEFAULT)
     weight = model.swinViT.layers2[0].blocks[1].mlp.linear1.weight
     assert torch.equal(weight, source.swinViT.layers2[0].blocks[1].mlp.linear1.weight)
+
+
+def test_demo_swin_experiment_trains_and_evaluates_through_the_entry_point(tmp_path):
+    """``+experiment=demo_swin`` (what ``scripts/compare.py --model swin_unetr`` runs) through ``tcurseg.train.run``
+    on 5 tiny synthetic subjects, roi 64 x 32 x 32, 1 epoch: tCURLoRA on the 12 Swin groups, best checkpoint and test
+    metrics."""
+    import json
+
+    from e2e_support import data_args, make_data
+    from hydra import compose, initialize_config_dir
+
+    from tcurseg.train import run
+
+    data_dir = make_data(tmp_path)
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=[
+            "+experiment=demo_swin", *data_args(data_dir), "model.img_size=[64,32,32]", "method.rank=4",
+            "pretrained=none", "pretrain_recipe=null", "train.epochs=1", "train.val_every=1", "train.ckpt_every=1",
+            "train.batch_size=1", "train.num_workers=0", "data.num_samples=1", "device=cpu", "eval.overlays=0",
+            f"output_dir={tmp_path / 'run'}"])
+    summary = run(cfg, tmp_path / "run")
+    assert summary["params"]["method"] == "tcurlora"
+    assert summary["params"]["adapter"] == sum(L * 4 * 4 for _ in range(4) for L in (8, 2, 2)) == 768
+    assert (tmp_path / "run" / "model_best.pt").is_file()
+    test = json.loads((data_dir / "datalist.json").read_text())["test"]
+    assert summary["test"]["hippocampus"]["n_cases"] == len(test) == 1
+    assert 0.0 <= summary["test"]["hippocampus"]["dice_mean"] <= 1.0
