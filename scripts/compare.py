@@ -63,7 +63,7 @@ RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora
 MODELS = {"unetr": ("demo", RANKS),
           "swin_unetr": ("demo_swin", {"lora": 1, "dora": 1, "pissa": 1, "curlora": 12, "lorapt": 1, "tcurlora": 11})}
 # The learning-rate grid of each method's own rate (chosen on the validation split, seed 0). One value each for now:
-# on 2 CPU cores a run takes ~3 min, and 8 methods x 3 seeds already take ~80 min; a grid point per rate doubles it.
+# on 2 CPU cores a run takes ~5 min, and 8 methods x 3 seeds already take ~2 h; a grid point per rate adds 8 runs.
 GRID = {"adapter": (1e-2,), "base": (1e-2,)}
 SEEDS = (0, 1, 2)
 # The budget of every run: 24 epochs (384 steps of 2 cases), validation every 2 epochs, no early stop (a run that has
