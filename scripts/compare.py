@@ -189,11 +189,12 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
         return record
     twin = identical_run(spec, ov, records)
     if twin is not None:  # the same overrides under the other preset (full fine-tuning ignores the CNN preset)
+        record = {**twin, "preset": spec["preset"]}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**twin, "preset": spec["preset"]}, indent=1) + "\n")
+        path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"run {path.stem} ({spec['study']}, {spec['preset']}): the same run as "
               f"{record_path({**spec, 'preset': twin['preset']}, records)}; record copied", flush=True)
-        return json.loads(path.read_text())
+        return record
     print(f"run {path.stem} ({spec['study']}, {spec['preset']}): {' '.join(ov)}", flush=True)
     started = time.perf_counter()
     proc = multiprocessing.get_context("spawn").Process(target=_train_child, args=(ov, str(run_path)))
