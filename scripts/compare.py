@@ -10,8 +10,8 @@
     python scripts/compare.py headline --model swin_unetr # the headline table on the small SwinUNETR (demo_swin)
 
 Protocol (docs/design.md, "Comparison protocol"):
-- Every run is ``tcurseg.train.run`` on ``+experiment=demo`` (``demo_swin`` with ``--model swin_unetr``) with the
-  same data, epochs, early-stopping rule and seeds; the model evaluated on the test split is the best-validation
+- Every run is ``tcurseg.train.run`` on ``+experiment=compare`` (``demo_swin`` with ``--model swin_unetr``) with
+  the same data, epochs, early-stopping rule and seeds; the model evaluated on the test split is the best-validation
   checkpoint (``model_best.pt``).
 - Each method's own learning rate (``optim.adapter_lr`` for methods that add parameters, ``optim.lr`` for full and
   decoder-only) is chosen from ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
@@ -20,7 +20,7 @@ Protocol (docs/design.md, "Comparison protocol"):
   method beats another only when the CI excludes 0.
 
 Each finished run leaves a small record ``docs/compare/<study>/<preset>/<tag>.json`` (per-case test Dice and HD95,
-validation Dice, parameters, times). A run whose record exists is never run again, and the report is built from the
+validation Dice, parameters, times, and the fingerprint of its protocol: :func:`protocol_fingerprint`). A run whose record exists is never run again, and the report is built from the
 records alone, so it can be rebuilt on a machine without ``outputs/``. Run folders go to ``outputs/compare/``. The
 SwinUNETR records and runs live one level down, in ``swin_unetr/``.
 """
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import multiprocessing
@@ -60,7 +61,7 @@ RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora
 # The small SwinUNETR of demo_swin (feature 12, depths 2/2/2/2; 12 groups, stage 1 has 12 x 12 slices, so r <= 12):
 # LoRA / PiSSA r = 1: 5,760; tCURLoRA r = 11: 5,808; CURLoRA r = 12 (its largest): 4,608; LoRA-PT r = 1: 6,516;
 # DoRA r = 1: 9,000.
-MODELS = {"unetr": ("demo", RANKS),
+MODELS = {"unetr": ("compare", RANKS),
           "swin_unetr": ("demo_swin", {"lora": 1, "dora": 1, "pissa": 1, "curlora": 12, "lorapt": 1, "tcurlora": 11})}
 # The learning-rate grid of each method's own rate (chosen on the validation split, seed 0). One value each for now:
 # on 2 CPU cores a run takes ~5 min, and 8 methods x 3 seeds already take ~2 h; a grid point per rate adds 8 runs.
@@ -174,21 +175,46 @@ def record_path(spec: Mapping, root: Path = RECORDS) -> Path:
                                                           spec["seed"]) + ".json")
 
 
+def protocol_fingerprint(ov: Sequence[str]) -> str:
+    """What makes a run's result, as 16 hex digits of a sha256: the resolved training config of its overrides
+    (:func:`tcurseg.engine.runconfig.training_config`: without where it is written), the pretrained weights stood for
+    by the training config of the experiment that makes them (``pretrain_recipe``), and the version of the synthetic
+    data generator. A record whose fingerprint differs from its run's was made under another protocol: an edited
+    experiment file, pretraining recipe or default changes it even where the overrides stay the same."""
+    from hydra import compose, initialize_config_dir
+
+    from tcurseg.data.synth import GENERATOR_VERSION
+    from tcurseg.engine.runconfig import training_config
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=list(ov))
+        flat = training_config(cfg)
+        if cfg.get("pretrain_recipe"):
+            recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}"])
+            flat["pretrained"] = {k: v for k, v in training_config(recipe).items() if k != "pretrained"}
+    flat["synth_generator_version"] = GENERATOR_VERSION
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dict:
-    """The record of one run: read it if it exists, else train (in a fresh process) and write it."""
+    """The record of one run: read it if it exists (refused if made under another protocol), else train (in a fresh
+    process) and write it."""
     path = record_path(spec, records)
     run_path = work / path.relative_to(records).with_suffix("")
     ov = overrides(spec["method"], spec["preset"], spec["rank"], spec["lr"], spec["n_train"], spec["seed"], run_path,
                    model_of(spec))
+    fingerprint = protocol_fingerprint(ov)
     if path.is_file():
         record = json.loads(path.read_text())
-        stale = set(_protocol(record.get("overrides", []))) ^ set(_protocol(ov))
-        if stale:
-            raise SystemExit(f"{path}: recorded under another protocol ({', '.join(sorted(stale))}); "
-                             "delete the records of the old protocol to rerun them")
+        if record.get("fingerprint") != fingerprint:
+            stale = sorted(set(_protocol(record.get("overrides", []))) ^ set(_protocol(ov)))
+            raise SystemExit(f"{path}: recorded under another protocol ("
+                             + (", ".join(stale) if stale else "same overrides, but the experiment's config, the "
+                                "pretraining recipe or the data generator changed")
+                             + "); move the old records away to rerun them")
         return record
-    twin = identical_run(spec, ov, records)
-    if twin is not None:  # the same overrides under the other preset (full fine-tuning ignores the CNN preset)
+    twin = identical_run(spec, fingerprint, records)
+    if twin is not None:  # the same run under the other preset (full fine-tuning ignores the CNN preset)
         record = {**twin, "preset": spec["preset"]}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1) + "\n")
@@ -204,18 +230,18 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
         raise SystemExit(f"run {path.stem} failed (exit {proc.exitcode}); see {run_path / 'train.log'}")
     record = record_from_run(run_path, spec, time.perf_counter() - started)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**record, "overrides": ov}, indent=1) + "\n")
+    path.write_text(json.dumps({**record, "overrides": ov, "fingerprint": fingerprint}, indent=1) + "\n")
     print(f"    val {record['best']['val_dice']:.4f}, test {mean_dice(record):.4f}, {record['wall_s']:.0f} s", flush=True)
     return record
 
 
-def identical_run(spec: Mapping, ov: Sequence[str], records: Path = RECORDS) -> dict | None:
-    """The record of the same run made under another CNN preset (identical overrides), if there is one."""
+def identical_run(spec: Mapping, fingerprint: str, records: Path = RECORDS) -> dict | None:
+    """The record of the same run (same protocol fingerprint) made under the other CNN preset, if there is one."""
     for preset in ("paper", "default"):
         other = record_path({**spec, "preset": preset}, records)
         if preset != spec["preset"] and other.is_file():
             record = json.loads(other.read_text())
-            if set(_protocol(record.get("overrides", []))) == set(_protocol(ov)):
+            if record.get("fingerprint") == fingerprint:
                 return record
     return None
 
@@ -503,11 +529,14 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              "(`python scripts/compare.py all` runs what is missing, then writes this page).", "",
              "## Protocol", "",
              f"- Machine: {machine_info()}. Runs: {len(records)}, {total / 3600:.2f} h of wall time in all.",
-             "- Task: `+experiment=demo` (fine-tune the UNETR pretrained on `synth_tumor` to `synth_hippo`: "
+             "- Task: `+experiment=compare` (fine-tune the UNETR pretrained on `synth_tumor` to `synth_hippo`: "
              f"{FULL_SUBJECTS} training, 8 validation, 24 test subjects). Every run: the same data, {EPOCHS} epochs "
              f"with validation every {VAL_EVERY}, "
              + ("no early stop" if PATIENCE is None else f"early stop after {PATIENCE} validations without a better Dice")
-             + ", the best-validation checkpoint evaluated on the test split.",
+             + ", the best-validation checkpoint evaluated on the test split. The task's recipe is the demo's of "
+             "2026-11-25, kept in `conf/experiment/compare.yaml` while the demo's moves on; every record carries a "
+             "fingerprint of its resolved config and pretraining recipe, and a record made under another one is "
+             "refused, never mixed in.",
              f"- Seeds {', '.join(map(str, SEEDS))} for the tables, {', '.join(map(str, CURVE_SEEDS))} for the curves; "
              "the same seeds and data for every method.",
              f"- Learning rate: each method's own rate (`optim.adapter_lr` for methods that add parameters, grid "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_report_says_who_beats_whom(compare, tmp_path, monkeypatch):
 def test_swin_unetr_runs_their_own_experiment_folder_and_table(compare, tmp_path):
     ov = compare.overrides("tcurlora", "paper", 11, 0.01, 32, 0, tmp_path, "swin_unetr")
     assert ov[0] == "+experiment=demo_swin" and "method.rank=11" in ov
-    assert compare.overrides("tcurlora", "paper", 20, 0.01, 32, 0, tmp_path)[0] == "+experiment=demo"
+    assert compare.overrides("tcurlora", "paper", 20, 0.01, 32, 0, tmp_path)[0] == "+experiment=compare"
     spec = compare.run_spec("headline", "paper", "tcurlora", 11, 0.01, 32, 0, "swin_unetr")
     assert compare.record_path(spec, tmp_path) == tmp_path / "swin_unetr/headline/paper/tcurlora_r11_lr0.01_n32_s0.json"
     unetr = {k: v for k, v in compare.run_spec("headline", "paper", "lora", 1, 0.01, 32, 0).items() if k != "model"}
@@ -180,7 +181,8 @@ def test_full_fine_tuning_is_not_run_twice_for_the_two_presets(compare, tmp_path
     for method, rank, dice in (("full", None, 0.8), ("lora", 1, 0.6)):
         spec = compare.run_spec("headline", "paper", method, rank, 0.01, 32, 0)
         ov = compare.overrides(method, "paper", rank, 0.01, 32, 0, tmp_path / "work" / "paper")
-        made[method] = record = {**_record(compare, method, 0.01, 0, 0.7, [dice] * 4), "overrides": ov}
+        made[method] = record = {**_record(compare, method, 0.01, 0, 0.7, [dice] * 4), "overrides": ov,
+                                 "fingerprint": compare.protocol_fingerprint(ov)}
         path = compare.record_path(spec, tmp_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
@@ -189,5 +191,36 @@ def test_full_fine_tuning_is_not_run_twice_for_the_two_presets(compare, tmp_path
     assert copied["preset"] == "default" and copied["cases"] == made["full"]["cases"]
     assert compare.record_path(full, tmp_path).is_file()
     lora_ov = compare.overrides("lora", "default", 1, 0.01, 32, 0, tmp_path / "work" / "default")
-    assert compare.identical_run(compare.run_spec("headline", "default", "lora", 1, 0.01, 32, 0), lora_ov,
-                                 tmp_path) is None  # method.cnn differs: a different run
+    assert compare.identical_run(compare.run_spec("headline", "default", "lora", 1, 0.01, 32, 0),
+                                 compare.protocol_fingerprint(lora_ov), tmp_path) is None  # method.cnn differs
+
+
+def test_a_record_made_under_another_protocol_is_refused(compare, tmp_path, monkeypatch):
+    """The fingerprint covers the resolved experiment and pretraining configs, not only the overrides: editing
+    conf/experiment/compare.yaml or demo_pretrain.yaml makes the old records stale, and ensure_run refuses them."""
+    ov = compare.overrides("lora", "paper", 1, 0.01, 32, 0, tmp_path / "a")
+    fingerprint = compare.protocol_fingerprint(ov)
+    assert len(fingerprint) == 16
+    assert compare.protocol_fingerprint(compare.overrides("lora", "paper", 1, 0.01, 32, 0, tmp_path / "b")) == fingerprint
+    assert compare.protocol_fingerprint([*ov, "augment.affine_prob=0"]) != fingerprint
+    assert compare.protocol_fingerprint([*ov, "eval.overlap=0.25"]) == fingerprint  # evaluation only
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    monkeypatch.setattr(compare, "CONF", conf)
+    assert compare.protocol_fingerprint(ov) == fingerprint
+    experiment = conf / "experiment" / "compare.yaml"
+    experiment.write_text(experiment.read_text().replace("warmup_epochs: 1", "warmup_epochs: 2"))
+    edited = compare.protocol_fingerprint(ov)
+    assert edited != fingerprint
+    pretrain = conf / "experiment" / "demo_pretrain.yaml"
+    pretrain.write_text(pretrain.read_text().replace("epochs: 30", "epochs: 31"))
+    assert compare.protocol_fingerprint(ov) not in (fingerprint, edited)
+
+    spec = compare.run_spec("headline", "paper", "lora", 1, 0.01, 32, 0)
+    path = compare.record_path(spec, tmp_path / "records")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**_record(compare, "lora", 0.01, 0, 0.7, [0.6] * 4), "overrides": ov,
+                                "fingerprint": fingerprint}))
+    with pytest.raises(SystemExit, match="recorded under another protocol .same overrides, but the experiment's config"):
+        compare.ensure_run(spec, tmp_path / "records", tmp_path / "work")
