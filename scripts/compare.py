@@ -214,12 +214,12 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
                              + "); move the old records away to rerun them")
         return record
     twin = identical_run(spec, fingerprint, records)
-    if twin is not None:  # the same run under the other preset (full fine-tuning ignores the CNN preset)
-        record = {**twin, "preset": spec["preset"]}
+    if twin is not None:
+        record = {**twin, **spec}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"run {path.stem} ({spec['study']}, {spec['preset']}): the same run as "
-              f"{record_path({**spec, 'preset': twin['preset']}, records)}; record copied", flush=True)
+              f"{record_path(twin, records)}; record copied", flush=True)
         return record
     print(f"run {path.stem} ({spec['study']}, {spec['preset']}): {' '.join(ov)}", flush=True)
     started = time.perf_counter()
@@ -236,13 +236,12 @@ def ensure_run(spec: Mapping, records: Path = RECORDS, work: Path = WORK) -> dic
 
 
 def identical_run(spec: Mapping, fingerprint: str, records: Path = RECORDS) -> dict | None:
-    """The record of the same run (same protocol fingerprint) made under the other CNN preset, if there is one."""
-    for preset in ("paper", "default"):
-        other = record_path({**spec, "preset": preset}, records)
-        if preset != spec["preset"] and other.is_file():
-            record = json.loads(other.read_text())
-            if record.get("fingerprint") == fingerprint:
-                return record
+    """A record of the same run (the same protocol fingerprint) made for another study or CNN preset, if there is one:
+    full fine-tuning ignores the CNN preset, and a curve point can be a headline run."""
+    for path in sorted(records.rglob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("fingerprint") == fingerprint and path != record_path(spec, records):
+            return record
     return None
 
 
@@ -578,8 +577,9 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
     lines += cost_section(REPO / "docs" / "bench_methods_swin_unetr.json", "SwinUNETR, feature 48, depths 2/2/2/2",
                           " --model swin_unetr")
     lines += ["## Curves", ""]
-    lines += curve_section(records, "subjects", "paper", path.parent / "results_subjects.png")
-    lines += curve_section(records, "ranks", "paper", path.parent / "results_ranks.png")
+    for study in ("subjects", "ranks"):
+        for preset in sorted({r["preset"] for r in records if r["study"] == study}) or ["paper"]:
+            lines += curve_section(records, study, preset, path.parent / f"results_{study}_{preset}.png")
     path.write_text("\n".join(lines) + "\n")
     (path.parent / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return payload

@@ -176,7 +176,8 @@ def test_the_hand_written_reading_goes_into_the_report(compare, tmp_path, monkey
 
 
 def test_full_fine_tuning_is_not_run_twice_for_the_two_presets(compare, tmp_path):
-    """Full fine-tuning ignores the CNN preset, so its `default` run is its `paper` run: the record is copied."""
+    """Full fine-tuning ignores the CNN preset, so its `default` run is its `paper` run, and a curve point with the
+    headline's settings is the headline run: the record is copied, not trained again."""
     made = {}
     for method, rank, dice in (("full", None, 0.8), ("lora", 1, 0.6)):
         spec = compare.run_spec("headline", "paper", method, rank, 0.01, 32, 0)
@@ -190,6 +191,9 @@ def test_full_fine_tuning_is_not_run_twice_for_the_two_presets(compare, tmp_path
     copied = compare.ensure_run(full, tmp_path, tmp_path / "work")  # would train if nothing matched
     assert copied["preset"] == "default" and copied["cases"] == made["full"]["cases"]
     assert compare.record_path(full, tmp_path).is_file()
+    ranks = compare.run_spec("ranks", "paper", "lora", 1, 0.01, 32, 0)  # a curve point that is the headline run
+    point = compare.ensure_run(ranks, tmp_path, tmp_path / "work")
+    assert point["study"] == "ranks" and point["cases"] == made["lora"]["cases"]
     lora_ov = compare.overrides("lora", "default", 1, 0.01, 32, 0, tmp_path / "work" / "default")
     assert compare.identical_run(compare.run_spec("headline", "default", "lora", 1, 0.01, 32, 0),
                                  compare.protocol_fingerprint(lora_ov), tmp_path) is None  # method.cnn differs
@@ -224,3 +228,16 @@ def test_a_record_made_under_another_protocol_is_refused(compare, tmp_path, monk
                                 "fingerprint": fingerprint}))
     with pytest.raises(SystemExit, match="recorded under another protocol .same overrides, but the experiment's config"):
         compare.ensure_run(spec, tmp_path / "records", tmp_path / "work")
+
+
+def test_curves_are_drawn_for_the_preset_they_were_run_with(compare, tmp_path):
+    records = [_record(compare, m, 0.01, 0, 0.7, [0.6] * 4, preset="default") for m in ("lora", "tcurlora")]
+    for rank, adapter, dice in ((2, 720, 0.62), (8, 11_520, 0.66)):
+        records.append({**_record(compare, "tcurlora", 0.01, 0, 0.7, [dice] * 4, study="ranks", preset="default",
+                                  adapter=adapter), "rank": rank})
+    compare.write_report(records, tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert "### Dice vs adapter size (CNN preset `default`)" in text
+    assert "| tCURLoRA | 720 | 0.620 | 0.000 | 1 |" in text and "| tCURLoRA | 11,520 | 0.660 | 0.000 | 1 |" in text
+    assert (tmp_path / "results_ranks_default.png").stat().st_size > 1000
+    assert "### Dice vs training subjects (CNN preset `paper`)\n\nNot run yet." in text
