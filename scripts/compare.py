@@ -20,8 +20,9 @@ Protocol (docs/design.md, "Comparison protocol"):
   method beats another only when the CI excludes 0.
 
 Each finished run leaves a small record ``docs/compare/<study>/<preset>/<tag>.json`` (per-case test Dice and HD95,
-validation Dice, parameters, times, and the fingerprint of its protocol: :func:`protocol_fingerprint`). A run whose record exists is never run again, and the report is built from the
-records alone, so it can be rebuilt on a machine without ``outputs/``. Run folders go to ``outputs/compare/``. The
+validation Dice, parameters, times, and the fingerprint of its protocol: :func:`protocol_fingerprint`). A run whose
+record exists is never run again, and the report is built from the records alone, so it can be rebuilt on a machine
+without ``outputs/``. Run folders go to ``outputs/compare/``. The
 SwinUNETR records and runs live one level down, in ``swin_unetr/``.
 """
 
