@@ -16,8 +16,8 @@ Protocol (docs/design.md, "Comparison protocol"):
 - Each method's own learning rate (``optim.adapter_lr`` for methods that add parameters, ``optim.lr`` for full and
   decoder-only) is chosen from ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
   The other seeds then run at the chosen rate.
-- Paired differences per (test subject, seed) against decoder-only and LoRA, with a 95% percentile bootstrap CI; a
-  method beats another only when the CI excludes 0.
+- Paired differences per (test subject, seed) against decoder-only and LoRA, with a 95% percentile bootstrap CI that
+  resamples subjects and seeds (:func:`paired_bootstrap`); a method beats another only when the CI excludes 0.
 
 Each finished run leaves a small record ``docs/compare/<study>/<preset>/<tag>.json`` (per-case test Dice and HD95,
 validation Dice, parameters, times, and the fingerprint of its protocol: :func:`protocol_fingerprint`). A run whose
@@ -39,6 +39,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -82,23 +83,37 @@ STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never sta
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-def paired_bootstrap(diffs: Sequence[float], n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
-    """Mean of paired differences and its 95% percentile bootstrap CI (pairs resampled with replacement).
+def paired_bootstrap(values: Mapping[tuple[str, int], float], n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Mean of values indexed by (test subject, seed) and its 95% percentile bootstrap CI, resampling the subjects and
+    the seeds independently (the two-way bootstrap of a crossed design, Owen 2007): every subject of one training run
+    shares that run's luck, so the (subject, seed) pairs are not independent draws, and resampling them as if they were
+    leaves the run-to-run variance out of the CI. Missing or non-finite cells are left out of each resample's mean.
 
-    Returns {"mean", "lo", "hi", "n", "excludes_zero"}."""
-    d = np.asarray([x for x in diffs if math.isfinite(x)], dtype=np.float64)
-    if d.size == 0:
+    Returns {"mean", "lo", "hi", "n" (finite cells), "excludes_zero"}."""
+    cases = sorted({c for c, _ in values})
+    seeds = sorted({s for _, s in values})
+    grid = np.full((len(cases), len(seeds)), np.nan)
+    for (case, s), v in values.items():
+        if math.isfinite(v):
+            grid[cases.index(case), seeds.index(s)] = v
+    n = int(np.isfinite(grid).sum())
+    if n == 0:
         return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0, "excludes_zero": False}
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(d.size),
+    rows = rng.integers(0, len(cases), size=(n_boot, len(cases)))
+    cols = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+    sample = grid[rows[:, :, None], cols[:, None, :]].reshape(n_boot, -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only missing cells has no mean
+        means = np.nanmean(sample, axis=1)
+    lo, hi = np.nanpercentile(means, [2.5, 97.5])
+    return {"mean": float(np.nanmean(grid)), "lo": float(lo), "hi": float(hi), "n": n,
             "excludes_zero": bool(lo > 0 or hi < 0)}
 
 
-def paired_differences(a: Mapping, b: Mapping, metric: str = "dice") -> list[float]:
-    """a[k][metric] - b[k][metric] over the (case, seed) keys both have."""
-    return [a[k][metric] - b[k][metric] for k in sorted(set(a) & set(b))]
+def paired_differences(a: Mapping, b: Mapping, metric: str = "dice") -> dict[tuple[str, int], float]:
+    """{(case, seed): a[k][metric] - b[k][metric]} over the keys both have."""
+    return {k: a[k][metric] - b[k][metric] for k in sorted(set(a) & set(b))}
 
 
 # ----------------------------------------------------------------------------------------------------- the runs
@@ -386,8 +401,8 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
     lines += ["", "sd: over the (test subject, seed) pairs. n: pairs. val Dice: best validation Dice, mean over seeds. "
               f"Runs stuck: seeds whose best validation Dice stayed below {STUCK_DICE} (the network never started to "
               "segment within the budget)."]
-    lines += ["", "Paired differences (method minus reference) over (test subject, seed), mean [95% bootstrap CI]; "
-              "`*`: the CI excludes 0.", "",
+    lines += ["", "Paired differences (method minus reference) over (test subject, seed), mean [95% bootstrap CI, "
+              "subjects and seeds resampled]; `*`: the CI excludes 0.", "",
               "| method | Dice vs decoder-only | Dice vs LoRA | HD95 vs decoder-only (mm) | HD95 vs LoRA (mm) |",
               "|---|---|---|---|---|"]
     contrasts = {}
@@ -432,7 +447,7 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
 
 
 def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) -> dict[str, list[tuple]]:
-    """{method: [(x, mean Dice, 95% CI half-width over (subject, seed), runs)]} at each method's chosen rate."""
+    """{method: [(x, mean Dice, 95% CI half-width (subjects and seeds resampled), runs)]} at each method's chosen rate."""
     chosen = {m: rs[0]["lr"] for m, rs in final_runs(records, "headline", preset).items() if rs}
     points: dict[str, list[tuple]] = defaultdict(list)
     groups: dict[tuple, list] = defaultdict(list)
@@ -442,9 +457,8 @@ def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) ->
             key = r["params"]["adapter"] if x == "adapter" else r["n_train"]
             groups[(r["method"], key)].append(r)
     for (method, key), rs in sorted(groups.items()):
-        dice = [m["dice"] for m in keyed(rs).values()]
-        half = 1.96 * statistics.stdev(dice) / math.sqrt(len(dice)) if len(dice) > 1 else 0.0
-        points[method].append((key, statistics.fmean(dice), half, len(rs)))
+        ci = paired_bootstrap({k: m["dice"] for k, m in keyed(rs).items()})
+        points[method].append((key, ci["mean"], (ci["hi"] - ci["lo"]) / 2, len(rs)))
     return points
 
 
@@ -547,7 +561,10 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              f"- Ranks: {', '.join(f'{NAMES[m]} r = {r}' for m, r in RANKS.items())}: encoder adapters of about 28k "
              "parameters (r = 1 is the smallest a matrix method can have).",
              "- Paired differences over (test subject, seed) with a 95% percentile bootstrap CI "
-             f"({BOOTSTRAP:,} resamples of the pairs); a method beats another only when the CI excludes 0. "
+             f"({BOOTSTRAP:,} resamples; each draws the test subjects and, independently, the seeds with replacement: "
+             "the subjects of one run share its seed, so the run-to-run spread belongs in the CI, and resampling "
+             "the (subject, seed) pairs as independent would leave it out); a method beats another only when the "
+             "CI excludes 0. "
              "HD95 in mm (lower is better); an empty prediction scores Dice 0 and HD95 = the volume diagonal.",
              ""]
     if recipe:
