@@ -17,7 +17,7 @@ Protocol (docs/design.md, "Comparison protocol"):
   decoder-only) is chosen from ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
   The other seeds then run at the chosen rate.
 - Paired differences per (test subject, seed) against decoder-only and LoRA, with a 95% percentile bootstrap CI that
-  resamples subjects and seeds (:func:`paired_bootstrap`); a method beats another only when the CI excludes 0.
+  resamples subjects and seeds (:func:`two_way_bootstrap`); a method beats another only when the CI excludes 0.
 
 Each finished run leaves a small record ``docs/compare/<study>/<preset>/<tag>.json`` (per-case test Dice and HD95,
 validation Dice, parameters, times, and the fingerprint of its protocol: :func:`protocol_fingerprint`). A run whose
@@ -83,7 +83,7 @@ STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never sta
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-def paired_bootstrap(values: Mapping[tuple[str, int], float], n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+def two_way_bootstrap(values: Mapping[tuple[str, int], float], n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
     """Mean of values indexed by (test subject, seed) and its 95% percentile bootstrap CI, resampling the subjects and
     the seeds independently (the two-way bootstrap of a crossed design, Owen 2007): every subject of one training run
     shares that run's luck, so the (subject, seed) pairs are not independent draws, and resampling them as if they were
@@ -362,8 +362,8 @@ def contrast(runs: Mapping[str, list[dict]], method: str, reference: str) -> dic
     if method not in runs or reference not in runs or method == reference:
         return None
     a, b = keyed(runs[method]), keyed(runs[reference])
-    return {"dice": paired_bootstrap(paired_differences(a, b, "dice")),
-            "hd95": paired_bootstrap(paired_differences(a, b, "hd95"))}
+    return {"dice": two_way_bootstrap(paired_differences(a, b, "dice")),
+            "hd95": two_way_bootstrap(paired_differences(a, b, "hd95"))}
 
 
 def _ci(c: Mapping, digits: int = 3, star: bool = True) -> str:
@@ -457,7 +457,7 @@ def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) ->
             key = r["params"]["adapter"] if x == "adapter" else r["n_train"]
             groups[(r["method"], key)].append(r)
     for (method, key), rs in sorted(groups.items()):
-        ci = paired_bootstrap({k: m["dice"] for k, m in keyed(rs).items()})
+        ci = two_way_bootstrap({k: m["dice"] for k, m in keyed(rs).items()})
         points[method].append((key, ci["mean"], (ci["hi"] - ci["lo"]) / 2, len(rs)))
     return points
 

@@ -27,28 +27,28 @@ def _grid(values, seeds=(0,)):
     return {(f"s{i}", seed): v for seed, vs in zip(seeds, values) for i, v in enumerate(vs)}
 
 
-def test_paired_bootstrap_known_cases(compare):
-    const = compare.paired_bootstrap(_grid([[0.1] * 30]))
+def test_two_way_bootstrap_known_cases(compare):
+    const = compare.two_way_bootstrap(_grid([[0.1] * 30]))
     assert const["mean"] == pytest.approx(0.1) and const["lo"] == pytest.approx(0.1)
     assert const["hi"] == pytest.approx(0.1) and const["excludes_zero"] and const["n"] == 30
-    sym = compare.paired_bootstrap(_grid([[-1.0, 1.0] * 50]))
+    sym = compare.two_way_bootstrap(_grid([[-1.0, 1.0] * 50]))
     assert sym["mean"] == pytest.approx(0.0) and sym["lo"] < 0 < sym["hi"] and not sym["excludes_zero"]
     # one seed, normal differences: the CI is mean +- 1.96 sd / sqrt(n) (here 0.0098), to bootstrap accuracy
     d = np.random.default_rng(1).normal(0.05, 0.1, 400)
-    ci = compare.paired_bootstrap(_grid([d]))
+    ci = compare.two_way_bootstrap(_grid([d]))
     half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
     assert (ci["hi"] - ci["lo"]) / 2 == pytest.approx(half, rel=0.08)
     assert (ci["lo"] + ci["hi"]) / 2 == pytest.approx(d.mean(), abs=0.002) and ci["excludes_zero"]
-    assert compare.paired_bootstrap(_grid([[math.nan]]))["n"] == 0
+    assert compare.two_way_bootstrap(_grid([[math.nan]]))["n"] == 0
 
 
-def test_paired_bootstrap_counts_the_seed_as_a_source_of_variance(compare):
+def test_two_way_bootstrap_counts_the_seed_as_a_source_of_variance(compare):
     """24 subjects x 3 seeds whose difference is mostly a per-seed offset (+0.06, -0.02, +0.02), as when one training
     run is luckier than another: resampling the 72 pairs as independent would call the +0.02 mean a win (CI about
     +-0.009); resampling seeds as well as subjects must not."""
     rng = np.random.default_rng(0)
     offsets = (0.06, -0.02, 0.02)
-    ci = compare.paired_bootstrap(_grid([off + rng.normal(0, 0.01, 24) for off in offsets], seeds=(0, 1, 2)))
+    ci = compare.two_way_bootstrap(_grid([off + rng.normal(0, 0.01, 24) for off in offsets], seeds=(0, 1, 2)))
     assert ci["mean"] == pytest.approx(0.02, abs=0.005) and ci["n"] == 72
     assert not ci["excludes_zero"] and ci["lo"] < -0.01 and ci["hi"] > 0.05
 
