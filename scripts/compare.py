@@ -78,6 +78,7 @@ CURVE_METHODS = ("decoder_only", "lora", "tcurlora", "full")
 CURVE_SEEDS = (0, 1)
 TCUR_RANKS = (2, 4, 8, 16)
 LORA_RANKS = (1, 2, 4, 8)         # LoRA r = 1 (27,648) is the smallest; r = 2, 4, 8 bracket tCURLoRA r = 16 .. 48
+SEARCHED_RANKS = ("tcurlora", "lora")  # the methods of the ranks curve, whose rank can be chosen on validation
 BOOTSTRAP = 10_000
 STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never started to segment
 
@@ -500,6 +501,41 @@ def curve_section(records: Sequence[Mapping], study: str, preset: str, png: Path
     return [*lines, "", f"![{title}]({png.name})", ""]
 
 
+def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
+    """tCURLoRA and LoRA at the rank with the best seed-0 validation Dice among their headline and ranks-curve runs,
+    beside the other methods of the headline, over the seeds every method has. Empty until a ranks curve exists."""
+    headline = final_runs(records, "headline", preset)
+    runs = {m: rs for m, rs in headline.items() if m not in SEARCHED_RANKS}
+    chosen = {}
+    for method in SEARCHED_RANKS:
+        pool = [r for r in records if r["preset"] == preset and model_of(r) == "unetr" and r["method"] == method
+                and r["study"] in ("headline", "ranks") and r["n_train"] == FULL_SUBJECTS
+                and headline.get(method) and r["lr"] == headline[method][0]["lr"]]
+        val = {r["rank"]: r["best"]["val_dice"] for r in pool if r["seed"] == 0}
+        if len(val) < 2:
+            return []
+        chosen[method] = max(sorted(val), key=lambda k: val[k])
+        runs[method] = list({r["seed"]: r for r in pool if r["rank"] == chosen[method]}.values())
+    seeds = sorted(set.intersection(*({r["seed"] for r in rs} for rs in runs.values())))
+    runs = {m: [r for r in rs if r["seed"] in seeds] for m, rs in runs.items()}
+    lines = [f"### tCURLoRA and LoRA at the rank chosen on validation (CNN preset `{preset}`)", "",
+             "Each of the two at the rank whose seed-0 run has the best validation Dice among its headline and "
+             f"adapter-size runs (tCURLoRA r = {chosen['tcurlora']}, LoRA r = {chosen['lora']}); the other methods at "
+             f"the headline's ranks, which were not searched; seeds {', '.join(map(str, seeds))} (those every method "
+             "has). Paired differences as in the headline tables.", "",
+             "| method | rank | adapter params | test Dice | vs decoder-only | vs LoRA | HD95 mm |",
+             "|---|---|---:|---|---|---|---|"]
+    rows = sorted(method_rows(runs), key=lambda r: -r["dice"])
+    for r in rows:
+        vs = [contrast(runs, r["method"], ref) for ref in ("decoder_only", "lora")]
+        cells = [_ci(c["dice"]) if c else "-" for c in vs]
+        lines.append(f"| {NAMES[r['method']]} | {r['rank'] if r['rank'] is not None else '-'} | {r['adapter']:,} | "
+                     f"{r['dice']:.3f} | {cells[0]} | {cells[1]} | {r['hd95']:.2f} |")
+    rival = next(r["method"] for r in rows if r["method"] not in (*NO_ADAPTER, "tcurlora"))
+    return [*lines, "", verdict(NAMES["tcurlora"], NAMES[rival] + " (the best other adapter)",
+                                contrast(runs, "tcurlora", rival)), ""]
+
+
 def machine_info() -> str:
     cpu = platform.processor() or "unknown"
     try:
@@ -598,6 +634,8 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
     for study in ("subjects", "ranks"):
         for preset in sorted({r["preset"] for r in records if r["study"] == study}) or ["paper"]:
             lines += curve_section(records, study, preset, path.parent / f"results_{study}_{preset}.png")
+    for preset in sorted({r["preset"] for r in records if r["study"] == "ranks"}):
+        lines += rank_choice_section(records, preset)
     path.write_text("\n".join(lines) + "\n")
     (path.parent / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return payload
