@@ -508,9 +508,11 @@ def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
     runs = {m: rs for m, rs in headline.items() if m not in SEARCHED_RANKS}
     chosen = {}
     for method in SEARCHED_RANKS:
+        if not headline.get(method):
+            return []
         pool = [r for r in records if r["preset"] == preset and model_of(r) == "unetr" and r["method"] == method
                 and r["study"] in ("headline", "ranks") and r["n_train"] == FULL_SUBJECTS
-                and headline.get(method) and r["lr"] == headline[method][0]["lr"]]
+                and r["lr"] == headline[method][0]["lr"]]
         val = {r["rank"]: r["best"]["val_dice"] for r in pool if r["seed"] == 0}
         if len(val) < 2:
             return []
@@ -531,7 +533,7 @@ def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
         cells = [_ci(c["dice"]) if c else "-" for c in vs]
         lines.append(f"| {NAMES[r['method']]} | {r['rank'] if r['rank'] is not None else '-'} | {r['adapter']:,} | "
                      f"{r['dice']:.3f} | {cells[0]} | {cells[1]} | {r['hd95']:.2f} |")
-    rival = next(r["method"] for r in rows if r["method"] not in (*NO_ADAPTER, "tcurlora"))
+    rival = next(r["method"] for r in rows if r["method"] not in (*NO_ADAPTER, "tcurlora"))  # LoRA at the least
     return [*lines, "", verdict(NAMES["tcurlora"], NAMES[rival] + " (the best other adapter)",
                                 contrast(runs, "tcurlora", rival)), ""]
 
