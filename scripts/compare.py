@@ -14,7 +14,7 @@ Protocol (docs/design.md, "Comparison protocol"):
   the same data, epochs, early-stopping rule and seeds; the model evaluated on the test split is the best-validation
   checkpoint (``model_best.pt``).
 - Each method's own learning rate (``optim.adapter_lr`` for methods that add parameters, ``optim.lr`` for full and
-  decoder-only) is chosen from ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
+  decoder-only) is chosen from its preset's ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
   The other seeds then run at the chosen rate.
 - Paired differences per (test subject, seed) against decoder-only and LoRA, with a 95% percentile bootstrap CI that
   resamples subjects and seeds (:func:`two_way_bootstrap`); a method beats another only when the CI excludes 0.
@@ -65,9 +65,13 @@ RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora
 # DoRA r = 1: 9,000.
 MODELS = {"unetr": ("compare", RANKS),
           "swin_unetr": ("demo_swin", {"lora": 1, "dora": 1, "pissa": 1, "curlora": 12, "lorapt": 1, "tcurlora": 11})}
-# The learning-rate grid of each method's own rate (chosen on the validation split, seed 0). One value each for now:
-# on 2 CPU cores a run takes ~5 min, and 8 methods x 3 seeds already take ~2 h; a grid point per rate adds 8 runs.
-GRID = {"adapter": (1e-2,), "base": (1e-2,)}
+# The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). The
+# adapters' rate is searched with `default`: at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
+# at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). A grid point costs 6
+# runs per preset (~40 min here), so `paper` keeps one value for now. The CNN path of every method trains at the
+# demo's `optim.lr`, so decoder-only has nothing to search; full fine-tuning keeps the demo's rate too.
+GRID = {"default": {"adapter": (1e-3, 1e-2), "base": (1e-2,)},
+        "paper": {"adapter": (1e-2,), "base": (1e-2,)}}
 SEEDS = (0, 1, 2)
 # The budget of every run: 24 epochs (384 steps of 2 cases), validation every 2 epochs, no early stop (a run that has
 # not started to segment yet must not be stopped for it); the best-validation checkpoint is the one evaluated.
@@ -120,6 +124,11 @@ def paired_differences(a: Mapping, b: Mapping, metric: str = "dice") -> dict[tup
 # ----------------------------------------------------------------------------------------------------- the runs
 def rate_key(method: str) -> str:
     return "base" if method in NO_ADAPTER else "adapter"
+
+
+def rate_grid(method: str, preset: str) -> tuple[float, ...]:
+    """The rates searched for ``method`` with CNN preset ``preset``."""
+    return GRID[preset][rate_key(method)]
 
 
 def tag(method: str, rank: int | None, lr: float, n_train: int, seed: int) -> str:
@@ -275,13 +284,13 @@ def chosen_rate(method: str, preset: str, rank: int | None, n_train: int = FULL_
                 records: Path = RECORDS, model: str = "unetr") -> float | None:
     """The grid rate with the best validation Dice of seed 0 (ties: the smaller rate). Trains the grid when ``run``."""
     vals = {}
-    for lr in GRID[rate_key(method)]:
+    for lr in rate_grid(method, preset):
         spec = run_spec("headline", preset, method, rank, lr, n_train, 0, model)
         if run:
             vals[lr] = ensure_run(spec, records)["best"]["val_dice"]
         elif record_path(spec, records).is_file():
             vals[lr] = json.loads(record_path(spec, records).read_text())["best"]["val_dice"]
-    if len(vals) < len(GRID[rate_key(method)]):
+    if len(vals) < len(rate_grid(method, preset)):
         return None
     return max(sorted(vals), key=lambda lr: vals[lr])
 
@@ -326,8 +335,8 @@ def final_runs(records: Iterable[Mapping], study: str, preset: str, model: str =
     out: dict[str, list[dict]] = {}
     for method in ALL_METHODS:
         vals = {r["lr"]: r["best"]["val_dice"] for r in grid if r["method"] == method and r["rank"] == ranks.get(method)
-                and r["lr"] in GRID[rate_key(method)]}
-        if len(vals) < len(GRID[rate_key(method)]):
+                and r["lr"] in rate_grid(method, preset)}
+        if len(vals) < len(rate_grid(method, preset)):
             continue
         lr = max(sorted(vals), key=lambda x: vals[x])
         out[method] = [r for r in records if r["study"] == study and r["method"] == method and r["lr"] == lr]
@@ -591,11 +600,12 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              "refused, never mixed in.",
              f"- Seeds {', '.join(map(str, SEEDS))} for the tables, {', '.join(map(str, CURVE_SEEDS))} for the curves; "
              "the same seeds and data for every method.",
-             f"- Learning rate: each method's own rate (`optim.adapter_lr` for methods that add parameters, grid "
-             f"{', '.join(f'{v:g}' for v in GRID['adapter'])}, the CNN path at the demo's `optim.lr`; `optim.lr` for "
-             f"full fine-tuning and decoder-only, grid {', '.join(f'{v:g}' for v in GRID['base'])}) is chosen by the "
-             "best validation Dice of seed 0, as PEFT papers tune their rates; the test split is never used to choose. "
-             "With one value per grid, as here, every method runs at the same rate.",
+             "- Learning rate: each method's own rate (`optim.adapter_lr` for methods that add parameters, the CNN "
+             "path at the demo's `optim.lr`; `optim.lr` for full fine-tuning and decoder-only) is chosen by the best "
+             "validation Dice of seed 0, as PEFT papers tune their rates; the test split is never used to choose. "
+             "Grids: " + "; ".join(f"`{p}`: adapters {', '.join(f'{v:g}' for v in g['adapter'])}, full and "
+                                   f"decoder-only {', '.join(f'{v:g}' for v in g['base'])}" for p, g in GRID.items())
+             + ". A preset whose grid has one value runs every method at the same rate.",
              f"- Ranks: {', '.join(f'{NAMES[m]} r = {r}' for m, r in RANKS.items())}: encoder adapters of about 28k "
              "parameters (r = 1 is the smallest a matrix method can have).",
              "- Paired differences over (test subject, seed) with a 95% percentile bootstrap CI "

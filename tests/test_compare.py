@@ -81,7 +81,8 @@ def _record(compare, method, lr, seed, val, test, study="headline", preset="pape
             "peak_memory_mb": 900.0, "wall_s": 60.0, "cases": cases}
 
 
-TWO_POINT_GRID = {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)}
+TWO_POINT_GRID = {p: {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)} for p in ("paper", "default")}
+ONE_RATE = {p: {"adapter": (1e-2,), "base": (1e-2,)} for p in ("paper", "default")}
 
 
 def test_rate_chosen_on_validation_never_on_test(compare, monkeypatch):
@@ -89,7 +90,7 @@ def test_rate_chosen_on_validation_never_on_test(compare, monkeypatch):
     base = [0.80, 0.82, 0.84, 0.86]
     records = []
     for method in compare.ALL_METHODS:
-        lo, hi = compare.GRID[compare.rate_key(method)]
+        lo, hi = compare.rate_grid(method, "paper")
         # the smaller rate validates better but tests worse: it must be the one chosen
         records.append(_record(compare, method, lo, 0, 0.9, base))
         records.append(_record(compare, method, hi, 0, 0.8, [b + 0.1 for b in base]))
@@ -98,10 +99,22 @@ def test_rate_chosen_on_validation_never_on_test(compare, monkeypatch):
     runs = compare.final_runs(records, "headline", "paper")
     assert set(runs) == set(compare.ALL_METHODS)
     for method, rs in runs.items():
-        assert {r["lr"] for r in rs} == {compare.GRID[compare.rate_key(method)][0]}
+        assert {r["lr"] for r in rs} == {compare.rate_grid(method, "paper")[0]}
         assert sorted(r["seed"] for r in rs) == [0, 1, 2]
     rows = {r["method"]: r for r in compare.method_rows(runs)}
     assert rows["lora"]["dice"] == pytest.approx(0.83) and rows["lora"]["n"] == 12
+
+
+def test_each_preset_searches_its_own_grid(compare, monkeypatch):
+    monkeypatch.setattr(compare, "GRID", {"paper": {"adapter": (1e-2,), "base": (1e-2,)},
+                                          "default": {"adapter": (1e-3, 1e-2), "base": (1e-2,)}})
+    base = [0.80, 0.82, 0.84, 0.86]
+    records = [_record(compare, m, 1e-2, 0, 0.8, base, preset=p) for p in ("paper", "default") for m in ("lora", "full")]
+    assert set(compare.final_runs(records, "headline", "paper")) == {"lora", "full"}
+    # `default` has not run its adapters at 1e-3 yet: LoRA has no chosen rate, so it is left out, not run at 1e-2
+    assert set(compare.final_runs(records, "headline", "default")) == {"full"}
+    records.append(_record(compare, "lora", 1e-3, 0, 0.9, base, preset="default"))
+    assert [r["lr"] for r in compare.final_runs(records, "headline", "default")["lora"]] == [1e-3]
 
 
 def test_report_says_who_beats_whom(compare, tmp_path, monkeypatch):
@@ -111,7 +124,7 @@ def test_report_says_who_beats_whom(compare, tmp_path, monkeypatch):
     shift = {"decoder_only": 0.0, "full": 0.05, "lora": 0.0, "tcurlora": 0.03}
     records = []
     for method, delta in shift.items():
-        lo, hi = compare.GRID[compare.rate_key(method)]
+        lo, hi = compare.rate_grid(method, "paper")
         records.append(_record(compare, method, hi, 0, 0.5, list(truth)))
         for seed in (0, 1, 2):
             noise = rng.normal(0, 0.005, 24)
@@ -246,7 +259,8 @@ def test_a_record_made_under_another_protocol_is_refused(compare, tmp_path, monk
         compare.ensure_run(spec, tmp_path / "records", tmp_path / "work")
 
 
-def test_curves_are_drawn_for_the_preset_they_were_run_with(compare, tmp_path):
+def test_curves_are_drawn_for_the_preset_they_were_run_with(compare, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "GRID", ONE_RATE)
     records = [_record(compare, m, 0.01, 0, 0.7, [0.6] * 4, preset="default") for m in ("lora", "tcurlora")]
     for rank, adapter, dice in ((2, 720, 0.62), (8, 11_520, 0.66)):
         records.append({**_record(compare, "tcurlora", 0.01, 0, 0.7, [dice] * 4, study="ranks", preset="default",
@@ -259,9 +273,10 @@ def test_curves_are_drawn_for_the_preset_they_were_run_with(compare, tmp_path):
     assert "### Dice vs training subjects (CNN preset `paper`)\n\nNot run yet." in text
 
 
-def test_searched_ranks_are_chosen_on_validation_and_compared_over_common_seeds(compare):
+def test_searched_ranks_are_chosen_on_validation_and_compared_over_common_seeds(compare, monkeypatch):
     """tCURLoRA's and LoRA's ranks come from the seed-0 validation Dice of the headline and the ranks curve, never
     from test; the table uses the seeds every method has."""
+    monkeypatch.setattr(compare, "GRID", ONE_RATE)
     base = [0.70, 0.72, 0.74, 0.76]
     records = []
     for method in compare.ALL_METHODS:
