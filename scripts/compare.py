@@ -15,7 +15,8 @@ Protocol (docs/design.md, "Comparison protocol"):
   checkpoint (``model_best.pt``).
 - Each method's own learning rate (``optim.adapter_lr`` for methods that add parameters, ``optim.lr`` for full and
   decoder-only) is chosen from its preset's ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
-  The other seeds then run at the chosen rate.
+  The other seeds then run at the chosen rate. Each rank of the adapter-size curve gets its own rate the same way
+  (:func:`cell_rate`); the subjects curve runs at the headline's rates.
 - Paired differences per (test subject, seed) against decoder-only and LoRA, with a 95% percentile bootstrap CI that
   resamples subjects and seeds (:func:`two_way_bootstrap`); a method beats another only when the CI excludes 0.
 
@@ -280,19 +281,13 @@ def mean_dice(record: Mapping) -> float:
     return statistics.fmean(c["dice"] for c in record["cases"].values())
 
 
-def chosen_rate(method: str, preset: str, rank: int | None, n_train: int = FULL_SUBJECTS, run: bool = True,
-                records: Path = RECORDS, model: str = "unetr") -> float | None:
-    """The grid rate with the best validation Dice of seed 0 (ties: the smaller rate). Trains the grid when ``run``."""
-    vals = {}
-    for lr in rate_grid(method, preset):
-        spec = run_spec("headline", preset, method, rank, lr, n_train, 0, model)
-        if run:
-            vals[lr] = ensure_run(spec, records)["best"]["val_dice"]
-        elif record_path(spec, records).is_file():
-            vals[lr] = json.loads(record_path(spec, records).read_text())["best"]["val_dice"]
-    if len(vals) < len(rate_grid(method, preset)):
-        return None
-    return max(sorted(vals), key=lambda lr: vals[lr])
+def chosen_rate(method: str, preset: str, rank: int | None, study: str = "headline", records: Path = RECORDS,
+                model: str = "unetr") -> float:
+    """Train the rate grid of ``method`` at ``rank`` (seed 0, all training subjects; the headline's rank is a headline
+    run) and return the rate it validates best at (:func:`cell_rate`)."""
+    runs = [ensure_run(run_spec(study, preset, method, rank, lr, FULL_SUBJECTS, 0, model), records)
+            for lr in rate_grid(method, preset)]
+    return cell_rate(runs, preset, method, rank, model)
 
 
 def headline(preset: str, methods: Sequence[str] = ALL_METHODS, seeds: Sequence[int] = SEEDS,
@@ -317,8 +312,8 @@ def subjects_curve(preset: str = "paper") -> None:
 def ranks_curve(preset: str = "paper") -> None:
     for seed in CURVE_SEEDS:
         for method, ranks in (("tcurlora", TCUR_RANKS), ("lora", LORA_RANKS)):
-            lr = chosen_rate(method, preset, RANKS.get(method))
             for rank in ranks:
+                lr = chosen_rate(method, preset, rank, study="ranks")
                 ensure_run(run_spec("ranks", preset, method, rank, lr, FULL_SUBJECTS, seed))
 
 
@@ -327,19 +322,31 @@ def load_records(root: Path = RECORDS) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))]
 
 
+def cell_rate(records: Iterable[Mapping], preset: str, method: str, rank: int | None,
+              model: str = "unetr") -> float | None:
+    """The rate of ``method`` at ``rank`` chosen on validation: the grid rate whose seed-0 run (of the headline or the
+    ranks curve, with all training subjects) has the best validation Dice, ties to the smaller rate; None until every
+    rate of the grid has run. The test split plays no part."""
+    grid = rate_grid(method, preset)
+    vals = {r["lr"]: r["best"]["val_dice"] for r in records
+            if r["preset"] == preset and model_of(r) == model and r["method"] == method and r["rank"] == rank
+            and r["study"] in ("headline", "ranks") and r["seed"] == 0 and r["n_train"] == FULL_SUBJECTS
+            and r["lr"] in grid}
+    if len(vals) < len(grid):
+        return None
+    return max(sorted(vals), key=lambda lr: vals[lr])
+
+
 def final_runs(records: Iterable[Mapping], study: str, preset: str, model: str = "unetr") -> dict[str, list[dict]]:
-    """Per method, the runs at the rate chosen on validation (seed 0 grid), for the given study, preset and model."""
+    """Per method, the runs at its headline rank and the rate chosen there on validation, for the given study, preset
+    and model."""
     ranks = MODELS[model][1]
     records = [r for r in records if r["preset"] == preset and model_of(r) == model]
-    grid = [r for r in records if r["study"] == "headline" and r["seed"] == 0 and r["n_train"] == FULL_SUBJECTS]
     out: dict[str, list[dict]] = {}
     for method in ALL_METHODS:
-        vals = {r["lr"]: r["best"]["val_dice"] for r in grid if r["method"] == method and r["rank"] == ranks.get(method)
-                and r["lr"] in rate_grid(method, preset)}
-        if len(vals) < len(rate_grid(method, preset)):
-            continue
-        lr = max(sorted(vals), key=lambda x: vals[x])
-        out[method] = [r for r in records if r["study"] == study and r["method"] == method and r["lr"] == lr]
+        lr = cell_rate(records, preset, method, ranks.get(method), model)
+        if lr is not None:
+            out[method] = [r for r in records if r["study"] == study and r["method"] == method and r["lr"] == lr]
     return out
 
 
@@ -457,13 +464,15 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
 
 
 def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) -> dict[str, list[tuple]]:
-    """{method: [(x, mean Dice, 95% CI half-width (subjects and seeds resampled), runs)]} at each method's chosen rate."""
-    chosen = {m: rs[0]["lr"] for m, rs in final_runs(records, "headline", preset).items() if rs}
+    """{method: [(x, mean Dice, 95% CI half-width (subjects and seeds resampled), runs)]}, each point at the rate chosen
+    on validation for its method and rank (:func:`cell_rate`); a point whose grid has not run is left out."""
+    records = [r for r in records if r["preset"] == preset and model_of(r) == "unetr"]
+    rates = {(r["method"], r["rank"]): None for r in records}
+    rates = {cell: cell_rate(records, preset, *cell) for cell in rates}
     points: dict[str, list[tuple]] = defaultdict(list)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
-        if (r["study"] == study and r["preset"] == preset and chosen.get(r["method"]) == r["lr"]
-                and model_of(r) == "unetr"):
+        if r["study"] == study and r["lr"] == rates[(r["method"], r["rank"])]:
             key = r["params"]["adapter"] if x == "adapter" else r["n_train"]
             groups[(r["method"], key)].append(r)
     for (method, key), rs in sorted(groups.items()):
@@ -507,12 +516,19 @@ def curve_section(records: Sequence[Mapping], study: str, preset: str, png: Path
     for method, pts in points.items():
         for key, mean, half, n in pts:
             lines.append(f"| {NAMES[method]} | {key:,} | {mean:.3f} | {half:.3f} | {n} |")
-    return [*lines, "", f"![{title}]({png.name})", ""]
+    cells = sorted({(r["method"], r["rank"]) for r in records if r["study"] == study and r["preset"] == preset
+                    and model_of(r) == "unetr"}, key=lambda c: (ALL_METHODS.index(c[0]), c[1] or 0))
+    rates = [f"{NAMES[m]}{f' r = {k}' if k is not None else ''}: "
+             + (f"{lr:g}" if (lr := cell_rate(records, preset, m, k)) is not None else "not chosen yet (grid incomplete)")
+             for m, k in cells]
+    return [*lines, "", "Rates, chosen per method and rank on seed-0 validation: " + "; ".join(rates) + ".", "",
+            f"![{title}]({png.name})", ""]
 
 
 def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
-    """tCURLoRA and LoRA at the rank with the best seed-0 validation Dice among their headline and ranks-curve runs,
-    beside the other methods of the headline, over the seeds every method has. Empty until a ranks curve exists."""
+    """tCURLoRA and LoRA at the rank whose seed-0 run has the best validation Dice (each rank at its own chosen rate)
+    among their headline and ranks-curve runs, beside the other methods of the headline, over the seeds every method
+    has. Empty until a ranks curve exists."""
     headline = final_runs(records, "headline", preset)
     runs = {m: rs for m, rs in headline.items() if m not in SEARCHED_RANKS}
     chosen = {}
@@ -520,8 +536,9 @@ def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
         if not headline.get(method):
             return []
         pool = [r for r in records if r["preset"] == preset and model_of(r) == "unetr" and r["method"] == method
-                and r["study"] in ("headline", "ranks") and r["n_train"] == FULL_SUBJECTS
-                and r["lr"] == headline[method][0]["lr"]]
+                and r["study"] in ("headline", "ranks") and r["n_train"] == FULL_SUBJECTS]
+        rates = {r["rank"]: cell_rate(pool, preset, method, r["rank"]) for r in pool}
+        pool = [r for r in pool if r["lr"] == rates[r["rank"]]]
         val = {r["rank"]: r["best"]["val_dice"] for r in pool if r["seed"] == 0}
         if len(val) < 2:
             return []
@@ -531,7 +548,8 @@ def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
     runs = {m: [r for r in rs if r["seed"] in seeds] for m, rs in runs.items()}
     lines = [f"### tCURLoRA and LoRA at the rank chosen on validation (CNN preset `{preset}`)", "",
              "Each of the two at the rank whose seed-0 run has the best validation Dice among its headline and "
-             f"adapter-size runs (tCURLoRA r = {chosen['tcurlora']}, LoRA r = {chosen['lora']}); the other methods at "
+             "adapter-size runs, every rank at the rate chosen for it on validation "
+             f"(tCURLoRA r = {chosen['tcurlora']}, LoRA r = {chosen['lora']}); the other methods at "
              f"the headline's ranks, which were not searched; seeds {', '.join(map(str, seeds))} (those every method "
              "has). Paired differences as in the headline tables.", "",
              "| method | rank | adapter params | test Dice | vs decoder-only | vs LoRA | HD95 mm |",

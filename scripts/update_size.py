@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tcurseg import peft
-from tcurseg.engine.trainer import load_run_model, run_model_file
+from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
 from tcurseg.models.checkpoint import load_pretrained
 from tcurseg.models.networks import build_network
 
@@ -48,7 +48,7 @@ def run_update(run_dir: Path, checkpoint: str = "best") -> dict:
     """Mean relative update per kind of linear map (qkv, out_proj, linear1, linear2) of one finished run."""
     model, cfg = load_run_model(run_model_file(run_dir, checkpoint))
     peft.merge(model)
-    base = build_network(cfg.model)
+    base = build_network(model_config(cfg))
     load_pretrained(base, cfg.pretrained, trusted=bool(cfg.get("pretrained_trusted")))
     rel = relative_update(model, base.state_dict())
     if not rel:

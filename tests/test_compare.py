@@ -269,6 +269,7 @@ def test_curves_are_drawn_for_the_preset_they_were_run_with(compare, tmp_path, m
     text = (tmp_path / "results.md").read_text()
     assert "### Dice vs adapter size (CNN preset `default`)" in text
     assert "| tCURLoRA | 720 | 0.620 | 0.000 | 1 |" in text and "| tCURLoRA | 11,520 | 0.660 | 0.000 | 1 |" in text
+    assert "chosen per method and rank on seed-0 validation: tCURLoRA r = 2: 0.01; tCURLoRA r = 8: 0.01." in text
     assert (tmp_path / "results_ranks_default.png").stat().st_size > 1000
     assert "### Dice vs training subjects (CNN preset `paper`)\n\nNot run yet." in text
 
@@ -296,3 +297,34 @@ def test_searched_ranks_are_chosen_on_validation_and_compared_over_common_seeds(
     assert "0.780" in row  # seed 0 of r = 8: 0.73 + 0.05
     assert "tCURLoRA beats LoRA (the best other adapter)" in lines  # the other adapters test 0.73 here
     assert compare.rank_choice_section([r for r in records if r["study"] == "headline"], "default") == []
+
+
+def test_every_rank_gets_its_own_rate_chosen_on_validation(compare, monkeypatch):
+    """With a two-point adapter grid each rank of the ranks curve runs at the rate its seed-0 run validates best at,
+    not at the headline rank's rate; a rank whose grid has not run is left out of the curve."""
+    monkeypatch.setattr(compare, "GRID", {p: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for p in ("paper", "default")})
+    base = [0.70, 0.72, 0.74, 0.76]
+    records = [_record(compare, m, 1e-2, s, 0.7, base, preset="default") for m in ("full", "decoder_only")
+               for s in (0, 1)]
+    for lr, val in ((1e-3, 0.80), (1e-2, 0.70)):  # the headline rank (r = 20) validates best at 1e-3
+        records += [_record(compare, "tcurlora", lr, s, val, base, preset="default") for s in (0, 1)]
+    for rank, rates in ((2, {1e-3: (0.60, 0.0), 1e-2: (0.75, 0.10)}),     # r = 2 validates best at 1e-2
+                        (8, {1e-3: (0.85, 0.05), 1e-2: (0.70, 0.20)})):   # r = 8 at 1e-3 (and tests worse there)
+        for lr, (val, shift) in rates.items():
+            for seed in (0, 1):
+                rec = _record(compare, "tcurlora", lr, seed, val, [b + shift for b in base], study="ranks",
+                              preset="default", adapter=rank * 100)
+                records.append({**rec, "rank": rank})
+    records.append({**_record(compare, "tcurlora", 1e-2, 0, 0.9, base, study="ranks", preset="default",
+                              adapter=1600), "rank": 16})  # r = 16: the 1e-3 point of its grid has not run
+    for lr, val in ((1e-3, 0.6), (1e-2, 0.7)):
+        records += [_record(compare, "lora", lr, s, val, base, preset="default") for s in (0, 1)]
+        records += [{**_record(compare, "lora", lr, s, val, base, study="ranks", preset="default"), "rank": 4}
+                    for s in (0, 1)]
+    assert compare.cell_rate(records, "default", "tcurlora", 2) == 1e-2
+    assert compare.cell_rate(records, "default", "tcurlora", 8) == 1e-3
+    assert compare.cell_rate(records, "default", "tcurlora", 16) is None
+    points = {x: dice for x, dice, _, _ in compare.curve_points(records, "ranks", "default", "adapter")["tcurlora"]}
+    assert points == pytest.approx({200: 0.83, 800: 0.78})
+    lines = "\n".join(compare.rank_choice_section(records, "default"))
+    assert "| tCURLoRA | 8 |" in lines  # r = 8 at 1e-3 validates best (0.85), beating r = 20 at 1e-3 (0.80)
