@@ -14,9 +14,9 @@ Protocol (docs/design.md, "Comparison protocol"):
   the same data, epochs, early-stopping rule and seeds; the model evaluated on the test split is the best-validation
   checkpoint (``model_best.pt``).
 - Each method's own learning rate (``optim.adapter_lr`` for methods that add parameters, ``optim.lr`` for full and
-  decoder-only) is chosen from its preset's ``GRID`` by the best validation Dice of seed 0; the test split is never looked at.
-  The other seeds then run at the chosen rate. Each rank of the adapter-size curve gets its own rate the same way
-  (:func:`cell_rate`); the subjects curve runs at the headline's rates.
+  decoder-only) is chosen from its preset's ``GRID`` by the best validation Dice of seed 0; the test split is never
+  looked at. The other seeds then run at the chosen rate. Each rank of the adapter-size curve gets its own rate the
+  same way (:func:`cell_rate`); the subjects curve runs at the headline's rates.
 - Paired differences per (test subject, seed) against decoder-only and LoRA, with a 95% percentile bootstrap CI that
   resamples subjects and seeds (:func:`two_way_bootstrap`); a method beats another only when the CI excludes 0.
 
@@ -519,10 +519,11 @@ def curve_section(records: Sequence[Mapping], study: str, preset: str, png: Path
     cells = sorted({(r["method"], r["rank"]) for r in records if r["study"] == study and r["preset"] == preset
                     and model_of(r) == "unetr"}, key=lambda c: (ALL_METHODS.index(c[0]), c[1] or 0))
     rates = [f"{NAMES[m]}{f' r = {k}' if k is not None else ''}: "
-             + (f"{lr:g}" if (lr := cell_rate(records, preset, m, k)) is not None else "not chosen yet (grid incomplete)")
+             + (f"{lr:g}" if (lr := cell_rate(records, preset, m, k)) is not None else "not chosen yet")
              for m, k in cells]
-    return [*lines, "", "Rates, chosen per method and rank on seed-0 validation: " + "; ".join(rates) + ".", "",
-            f"![{title}]({png.name})", ""]
+    chosen = ("Rates, chosen per method and rank on seed-0 validation (runs at another rate stay out of the curve): "
+              + "; ".join(rates) + ".")
+    return [*lines, "", chosen, "", f"![{title}]({png.name})", ""]
 
 
 def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
