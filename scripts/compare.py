@@ -539,6 +539,11 @@ def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
         pool = [r for r in records if r["preset"] == preset and model_of(r) == "unetr" and r["method"] == method
                 and r["study"] in ("headline", "ranks") and r["n_train"] == FULL_SUBJECTS]
         rates = {r["rank"]: cell_rate(pool, preset, method, r["rank"]) for r in pool}
+        pending = sorted(rank for rank, lr in rates.items() if lr is None)
+        if pending:  # a rank whose grid has not run could still be the best: no choice yet
+            return [f"### tCURLoRA and LoRA at the rank chosen on validation (CNN preset `{preset}`)", "",
+                    f"Not chosen yet: the rate grid of {NAMES[method]} r = {', '.join(map(str, pending))} has not "
+                    "run at every rate.", ""]
         pool = [r for r in pool if r["lr"] == rates[r["rank"]]]
         val = {r["rank"]: r["best"]["val_dice"] for r in pool if r["seed"] == 0}
         if len(val) < 2:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -10,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts_support import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_script", REPO / "scripts" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare")
 
 
 def _grid(values, seeds=(0,)):
@@ -328,5 +325,8 @@ def test_every_rank_gets_its_own_rate_chosen_on_validation(compare, monkeypatch)
     assert compare.cell_rate(records, "default", "tcurlora", 16) is None
     points = {x: dice for x, dice, _, _ in compare.curve_points(records, "ranks", "default", "adapter")["tcurlora"]}
     assert points == pytest.approx({200: 0.83, 800: 0.78})
+    lines = "\n".join(compare.rank_choice_section(records, "default"))
+    assert "Not chosen yet: the rate grid of tCURLoRA r = 16 has not run at every rate." in lines
+    records = [r for r in records if r["rank"] != 16]
     lines = "\n".join(compare.rank_choice_section(records, "default"))
     assert "| tCURLoRA | 8 |" in lines  # r = 8 at 1e-3 validates best (0.85), beating r = 20 at 1e-3 (0.80)

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-
-from tcurseg import peft
+from scripts_support import load_script
 from test_peft import adapted, perturb_adapter, tiny
 
-REPO = Path(__file__).resolve().parents[1]
+from tcurseg import peft
 
 
 @pytest.fixture(scope="module")
 def update_size():
-    spec = importlib.util.spec_from_file_location("update_size_script", REPO / "scripts" / "update_size.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("update_size")
 
 
 @pytest.mark.parametrize("method", ["lora", "tcurlora"])
