@@ -17,42 +17,32 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from tcurseg import peft
 from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
+from tcurseg.export import plain_network
 from tcurseg.models.checkpoint import load_pretrained
 from tcurseg.models.networks import build_network
 
 BLOCKS = "vit.blocks."
 
 
-def base_name(module_name: str) -> str:
-    """The name a wrapped linear map had before the adapter (peft keeps the original under ``base_layer``)."""
-    return module_name.replace(".base_layer", "")
-
-
 @torch.no_grad()
-def relative_update(model: nn.Module, base: Mapping[str, torch.Tensor], prefix: str = BLOCKS) -> dict[str, float]:
-    """``{linear map: ||W - W0|| / ||W0||}`` over the linear maps under ``prefix``; ``model`` must be merged."""
-    out = {}
-    for name, module in model.named_modules():
-        key = base_name(name) + ".weight"
-        if isinstance(module, nn.Linear) and name.startswith(prefix) and key in base:
-            w0 = base[key].to(module.weight.dtype)
-            out[base_name(name)] = ((module.weight - w0).norm() / w0.norm()).item()
-    return out
+def relative_update(tuned: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor],
+                    prefix: str = BLOCKS) -> dict[str, float]:
+    """``{layer: ||W - W0|| / ||W0||}`` over the weight matrices under ``prefix`` of two plain state dicts."""
+    return {key.removesuffix(".weight"): ((tuned[key].to(w0.dtype) - w0).norm() / w0.norm()).item()
+            for key, w0 in base.items()
+            if key.startswith(prefix) and key.endswith(".weight") and w0.dim() == 2 and key in tuned}
 
 
 def run_update(run_dir: Path, checkpoint: str = "best") -> dict:
     """Mean relative update per kind of linear map (qkv, out_proj, linear1, linear2) of one finished run."""
     model, cfg = load_run_model(run_model_file(run_dir, checkpoint))
-    peft.merge(model)
     base = build_network(model_config(cfg))
     load_pretrained(base, cfg.pretrained, trusted=bool(cfg.get("pretrained_trusted")))
-    rel = relative_update(model, base.state_dict())
+    rel = relative_update(plain_network(model, cfg).state_dict(), base.state_dict())
     if not rel:
-        raise ValueError(f"{run_dir}: no linear map under {BLOCKS!r} matches the pretrained weights")
+        raise ValueError(f"{run_dir}: no weight matrix under {BLOCKS!r} matches the pretrained weights")
     kinds: dict[str, list[float]] = {}
     for name, value in rel.items():
         kinds.setdefault(name.rsplit(".", 1)[-1], []).append(value)
