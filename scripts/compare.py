@@ -467,8 +467,7 @@ def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) ->
     """{method: [(x, mean Dice, 95% CI half-width (subjects and seeds resampled), runs)]}, each point at the rate chosen
     on validation for its method and rank (:func:`cell_rate`); a point whose grid has not run is left out."""
     records = [r for r in records if r["preset"] == preset and model_of(r) == "unetr"]
-    rates = {(r["method"], r["rank"]): None for r in records}
-    rates = {cell: cell_rate(records, preset, *cell) for cell in rates}
+    rates = {cell: cell_rate(records, preset, *cell) for cell in {(r["method"], r["rank"]) for r in records}}
     points: dict[str, list[tuple]] = defaultdict(list)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
@@ -538,7 +537,7 @@ def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:
             return []
         pool = [r for r in records if r["preset"] == preset and model_of(r) == "unetr" and r["method"] == method
                 and r["study"] in ("headline", "ranks") and r["n_train"] == FULL_SUBJECTS]
-        rates = {r["rank"]: cell_rate(pool, preset, method, r["rank"]) for r in pool}
+        rates = {rank: cell_rate(pool, preset, method, rank) for rank in {r["rank"] for r in pool}}
         pending = sorted(rank for rank, lr in rates.items() if lr is None)
         if pending:  # a rank whose grid has not run could still be the best: no choice yet
             return [f"### tCURLoRA and LoRA at the rank chosen on validation (CNN preset `{preset}`)", "",
