@@ -141,7 +141,8 @@ def test_report_says_who_beats_whom(compare, tmp_path, monkeypatch):
     assert payload["paper"]["contrasts"]["tcurlora"]["lora"]["dice"]["n"] == 72
 
 
-def test_swin_unetr_runs_their_own_experiment_folder_and_table(compare, tmp_path):
+def test_swin_unetr_runs_their_own_experiment_folder_and_table(compare, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "GRID", ONE_RATE)
     ov = compare.overrides("tcurlora", "paper", 11, 0.01, 32, 0, tmp_path, "swin_unetr")
     assert ov[0] == "+experiment=demo_swin" and "method.rank=11" in ov
     assert compare.overrides("tcurlora", "paper", 20, 0.01, 32, 0, tmp_path)[0] == "+experiment=compare"
