@@ -66,8 +66,8 @@ RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora
 # DoRA r = 1: 9,000.
 MODELS = {"unetr": ("compare", RANKS),
           "swin_unetr": ("demo_swin", {"lora": 1, "dora": 1, "pissa": 1, "curlora": 12, "lorapt": 1, "tcurlora": 11})}
-# The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). The
-# adapters' rate is searched with `default`: at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
+# The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). Why the
+# adapters need one (measured with `default`): at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
 # at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Both presets
 # search the same two points (a grid point costs 6 runs per preset, ~40 min here). The CNN path of every method
 # trains at the demo's `optim.lr`, so decoder-only has nothing to search; full fine-tuning keeps the demo's rate too.
@@ -628,7 +628,7 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              "validation Dice of seed 0, as PEFT papers tune their rates; the test split is never used to choose. "
              "Grids: " + "; ".join(f"`{p}`: adapters {', '.join(f'{v:g}' for v in g['adapter'])}, full and "
                                    f"decoder-only {', '.join(f'{v:g}' for v in g['base'])}" for p, g in GRID.items())
-             + ". A preset whose grid has one value runs every method at the same rate.",
+             + ".",
              f"- Ranks: {', '.join(f'{NAMES[m]} r = {r}' for m, r in RANKS.items())}: encoder adapters of about 28k "
              "parameters (r = 1 is the smallest a matrix method can have).",
              "- Paired differences over (test subject, seed) with a 95% percentile bootstrap CI "
