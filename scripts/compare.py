@@ -3,7 +3,7 @@
 
     python scripts/compare.py headline --preset paper     # 8 methods x 3 seeds (rate chosen on validation)
     python scripts/compare.py headline --preset default
-    python scripts/compare.py subjects                    # Dice vs training subjects (2, 4, 8, 16)
+    python scripts/compare.py subjects                    # Dice vs training subjects (2, 4, 8, 16, 32)
     python scripts/compare.py ranks                       # Dice vs adapter size (tCURLoRA r, LoRA matched)
     python scripts/compare.py report                      # rebuild docs/results.md from the run records
     python scripts/compare.py all                         # all of the above, in that order
@@ -78,7 +78,7 @@ SEEDS = (0, 1, 2)
 # not started to segment yet must not be stopped for it); the best-validation checkpoint is the one evaluated.
 EPOCHS, VAL_EVERY, PATIENCE = 24, 2, None
 FULL_SUBJECTS = 32                # training subjects of the demo data set
-CURVE_SUBJECTS = (2, 4, 8, 16)
+CURVE_SUBJECTS = (2, 4, 8, 16, FULL_SUBJECTS)  # the last point is the headline's runs: their records are copied
 CURVE_METHODS = ("decoder_only", "lora", "tcurlora", "full")
 CURVE_SEEDS = (0, 1)
 TCUR_RANKS = (2, 4, 8, 16)
