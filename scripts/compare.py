@@ -463,26 +463,33 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
     return lines, {"rows": rows, "contrasts": contrasts, "summary": summary}
 
 
-def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) -> dict[str, list[tuple]]:
-    """{method: [(x, mean Dice, 95% CI half-width (subjects and seeds resampled), runs)]}, each point at the rate chosen
-    on validation for its method and rank (:func:`cell_rate`); a point whose grid has not run is left out."""
+def curve_runs(records: Sequence[Mapping], study: str, preset: str, x: str) -> dict[tuple[str, int], list[dict]]:
+    """{(method, x): runs} of a curve, each at the rate chosen on validation for its method and rank
+    (:func:`cell_rate`); a point whose grid has not run is left out."""
     records = [r for r in records if r["preset"] == preset and model_of(r) == "unetr"]
     rates = {cell: cell_rate(records, preset, *cell) for cell in {(r["method"], r["rank"]) for r in records}}
-    points: dict[str, list[tuple]] = defaultdict(list)
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
         if r["study"] == study and r["lr"] == rates[(r["method"], r["rank"])]:
             key = r["params"]["adapter"] if x == "adapter" else r["n_train"]
             groups[(r["method"], key)].append(r)
-    for (method, key), rs in sorted(groups.items()):
+    return dict(sorted(groups.items()))
+
+
+def curve_points(records: Sequence[Mapping], study: str, preset: str, x: str) -> dict[str, list[tuple]]:
+    """{method: [(x, mean Dice, 95% CI half-width (subjects and seeds resampled), runs)]} (:func:`curve_runs`)."""
+    points: dict[str, list[tuple]] = defaultdict(list)
+    for (method, key), rs in curve_runs(records, study, preset, x).items():
         ci = two_way_bootstrap({k: m["dice"] for k, m in keyed(rs).items()})
         points[method].append((key, ci["mean"], (ci["hi"] - ci["lo"]) / 2, len(rs)))
     return points
 
 
-def plot_curve(points: Mapping[str, list[tuple]], path: Path, xlabel: str, title: str, log_x: bool) -> None:
+def plot_curve(points: Mapping[str, list[tuple]], path: Path, xlabel: str, title: str) -> None:
+    """The curve on a log x axis, a plain-number tick at every x of the points."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig = Figure(figsize=(6.5, 4.2), dpi=110)
     FigureCanvasAgg(fig)
@@ -490,8 +497,11 @@ def plot_curve(points: Mapping[str, list[tuple]], path: Path, xlabel: str, title
     for method, pts in points.items():
         xs, ys, es = zip(*[(p[0], p[1], p[2]) for p in pts])
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=NAMES[method])
-    if log_x:
-        ax.set_xscale("log")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({p[0] for pts in points.values() for p in pts}))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=7, labelrotation=30)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test Dice (mean, 95% CI)")
     ax.set_title(title)
@@ -510,7 +520,7 @@ def curve_section(records: Sequence[Mapping], study: str, preset: str, png: Path
     if not points:
         return [*lines, "Not run yet.", ""]
     label = "encoder adapter parameters" if x == "adapter" else "training subjects"
-    plot_curve(points, png, label, title, log_x=True)
+    plot_curve(points, png, label, title)
     lines += [f"| method | {label} | test Dice | 95% CI half-width | seeds |", "|---|---:|---|---|---:|"]
     for method, pts in points.items():
         for key, mean, half, n in pts:
@@ -522,7 +532,24 @@ def curve_section(records: Sequence[Mapping], study: str, preset: str, png: Path
              for m, k in cells]
     chosen = ("Rates, chosen per method and rank on seed-0 validation (runs at another rate stay out of the curve): "
               + "; ".join(rates) + ".")
-    return [*lines, "", chosen, "", f"![{title}]({png.name})", ""]
+    lines += ["", chosen, "", f"![{title}]({png.name})", ""]
+    return lines + (subjects_contrasts(records, preset) if study == "subjects" else [])
+
+
+def subjects_contrasts(records: Sequence[Mapping], preset: str) -> list[str]:
+    """Per number of training subjects, every curve method's paired Dice difference to decoder-only and to LoRA over
+    the (test subject, seed) pairs both ran, as in the headline tables."""
+    by_n: dict[int, dict[str, list[dict]]] = defaultdict(dict)
+    for (method, n), rs in curve_runs(records, "subjects", preset, "n_train").items():
+        by_n[n][method] = rs
+    lines = ["Paired differences in test Dice at each number of training subjects (95% CI, test subjects and seeds "
+             "resampled; `*`: the CI excludes 0):", "",
+             "| training subjects | method | vs decoder-only | vs LoRA |", "|---:|---|---|---|"]
+    for n, runs in sorted(by_n.items()):
+        for method in (m for m in CURVE_METHODS if m in runs and m != "decoder_only"):
+            cells = [contrast(runs, method, ref) for ref in ("decoder_only", "lora")]
+            lines.append(f"| {n} | {NAMES[method]} | " + " | ".join(_ci(c["dice"]) if c else "-" for c in cells) + " |")
+    return [*lines, ""]
 
 
 def rank_choice_section(records: Sequence[Mapping], preset: str) -> list[str]:

@@ -274,6 +274,22 @@ def test_curves_are_drawn_for_the_preset_they_were_run_with(compare, tmp_path, m
     assert "### Dice vs training subjects (CNN preset `paper`)\n\nNot run yet." in text
 
 
+def test_subjects_curve_pairs_each_method_with_decoder_only_and_lora_at_each_size(compare, monkeypatch):
+    """At every number of training subjects the curve's methods get paired differences over (subject, seed)."""
+    monkeypatch.setattr(compare, "GRID", ONE_RATE)
+    base = [0.50, 0.55, 0.60, 0.65]
+    shift = {"decoder_only": -0.02, "lora": 0.0, "tcurlora": 0.05, "full": 0.10}
+    records = [_record(compare, m, 0.01, 0, 0.7, base, preset="default") for m in shift]  # the rate's seed-0 runs
+    for n in (2, 4):
+        records += [_record(compare, m, 0.01, seed, 0.7, [b + d + n / 100 for b in base], study="subjects",
+                            preset="default", n_train=n) for m, d in shift.items() for seed in (0, 1)]
+    lines = compare.subjects_contrasts(records, "default")
+    assert "| 2 | tCURLoRA | +0.070 [+0.070, +0.070] * | +0.050 [+0.050, +0.050] * |" in lines
+    assert "| 4 | full fine-tuning | +0.120 [+0.120, +0.120] * | +0.100 [+0.100, +0.100] * |" in lines
+    assert "| 4 | LoRA | +0.020 [+0.020, +0.020] * | - |" in lines
+    assert not any("| decoder-only |" in line for line in lines)
+
+
 def test_searched_ranks_are_chosen_on_validation_and_compared_over_common_seeds(compare, monkeypatch):
     """tCURLoRA's and LoRA's ranks come from the seed-0 validation Dice of the headline and the ranks curve, never
     from test; the table uses the seeds every method has."""
