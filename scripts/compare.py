@@ -439,10 +439,16 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
     grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
                    and r["n_train"] == FULL_SUBJECTS and model_of(r) == model),
                   key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
-    lines += ["", "Rate selection (seed 0, validation Dice; the test split plays no part):", "",
-              "| method | " + " | ".join(f"{k} rate" for k in ("grid",)) + " | validation Dice |", "|---|---|---|"]
+    lines += ["", "Rate selection (seed 0, validation Dice; the test split plays no part; a run outside the grid checks "
+              "whether the grid's edge binds and is never chosen):", "",
+              "| method | rate | validation Dice | |", "|---|---|---|---|"]
+    ranks = MODELS[model][1]
     for r in grid:
-        lines.append(f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} |")
+        if r["lr"] not in rate_grid(r["method"], preset):
+            role = "outside the grid (edge check)"
+        else:
+            role = "chosen" if r["lr"] == cell_rate(records, preset, r["method"], ranks.get(r["method"]), model) else ""
+        lines.append(f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} | {role} |")
     summary = [verdict(NAMES["full"], NAMES["decoder_only"], contrasts.get("full", {}).get("decoder_only"))]
     for method in ("tcurlora", "lora"):
         summary.append(verdict(NAMES[method], NAMES["decoder_only"], contrasts.get(method, {}).get("decoder_only")))

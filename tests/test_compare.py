@@ -102,6 +102,19 @@ def test_rate_chosen_on_validation_never_on_test(compare, monkeypatch):
     assert rows["lora"]["dice"] == pytest.approx(0.83) and rows["lora"]["n"] == 12
 
 
+def test_rate_table_marks_the_chosen_rate_and_runs_outside_the_grid(compare, monkeypatch):
+    """A run at a rate outside the grid (an edge check) is listed as such and never chosen, even when it validates
+    best."""
+    monkeypatch.setattr(compare, "GRID", TWO_POINT_GRID)
+    base = [0.80, 0.82, 0.84, 0.86]
+    records = [_record(compare, m, lr, s, 0.8, base) for m in ("decoder_only", "lora") for s in (0, 1)
+               for lr in compare.rate_grid(m, "paper")]
+    records.append(_record(compare, "lora", 1e-4, 0, 0.95, base))  # validates best, but is not a grid point
+    lines, _ = compare.headline_section(records, "paper")
+    assert "| LoRA | 0.0001 | 0.9500 | outside the grid (edge check) |" in lines
+    assert "| LoRA | 0.001 | 0.8000 | chosen |" in lines and "| LoRA | 0.01 | 0.8000 |  |" in lines
+
+
 def test_each_preset_searches_its_own_grid(compare, monkeypatch):
     monkeypatch.setattr(compare, "GRID", {"paper": {"adapter": (1e-2,), "base": (1e-2,)},
                                           "default": {"adapter": (1e-3, 1e-2), "base": (1e-2,)}})
