@@ -442,12 +442,12 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
     lines += ["", "Rate selection (seed 0, validation Dice; the test split plays no part; a run outside the grid checks "
               "whether the grid's edge binds and is never chosen):", "",
               "| method | rate | validation Dice | |", "|---|---|---|---|"]
-    ranks = MODELS[model][1]
+    chosen = {method: rs[0]["lr"] for method, rs in runs.items() if rs}
     for r in grid:
         if r["lr"] not in rate_grid(r["method"], preset):
             role = "outside the grid (edge check)"
         else:
-            role = "chosen" if r["lr"] == cell_rate(records, preset, r["method"], ranks.get(r["method"]), model) else ""
+            role = "chosen" if r["lr"] == chosen.get(r["method"]) else ""
         lines.append(f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} | {role} |")
     summary = [verdict(NAMES["full"], NAMES["decoder_only"], contrasts.get("full", {}).get("decoder_only"))]
     for method in ("tcurlora", "lora"):
