@@ -43,6 +43,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,26 @@ CURVE_SEEDS = (0, 1)
 TCUR_RANKS = (2, 4, 8, 16)
 LORA_RANKS = (1, 2, 4, 8)         # LoRA r = 1 (27,648) is the smallest; r = 2, 4, 8 bracket tCURLoRA r = 16 .. 48
 SEARCHED_RANKS = ("tcurlora", "lora")  # the methods of the ranks curve, whose rank can be chosen on validation
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What the runs of one table train with: the CNN preset (``method.cnn``), further overrides, the epochs (and
+    the validation interval, which grows with them so that every run validates as often), and the preset whose seed-0
+    grid chose the rates (None: its own :data:`GRID`)."""
+
+    cnn: str
+    extra: tuple[str, ...] = ()
+    epochs: int = EPOCHS
+    rates_from: str | None = None
+
+
+# `paper_zero_head`: the `paper` table again with what its reading found missing (docs/compare/reading.md): the new
+# output head starts at zero instead of a seed's random draw (which decided when a run started to segment), and twice
+# the steps; the rates are the ones `paper`'s seed-0 grid chose (a grid of its own would cost 6 more runs).
+PRESETS = {"paper": Preset("paper"),
+           "paper_zero_head": Preset("paper", ("head_init=zero",), 2 * EPOCHS, rates_from="paper"),
+           "default": Preset("default")}
 BOOTSTRAP = 10_000
 STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never started to segment
 
@@ -123,13 +144,28 @@ def paired_differences(a: Mapping, b: Mapping, metric: str = "dice") -> dict[tup
 
 
 # ----------------------------------------------------------------------------------------------------- the runs
+def preset_title(preset: str) -> str:
+    """``CNN preset `paper```, or for a preset that changes more than the CNN path, what it changes."""
+    spec = PRESETS[preset]
+    if spec == Preset(spec.cnn):
+        return f"CNN preset `{preset}`"
+    every = VAL_EVERY * spec.epochs // EPOCHS
+    return (f"Preset `{preset}`: CNN preset `{spec.cnn}`, {' '.join(f'`{o}`' for o in spec.extra)}, {spec.epochs} "
+            f"epochs (validation every {every}), rates of `{rates_preset(preset)}`")
+
+
 def rate_key(method: str) -> str:
     return "base" if method in NO_ADAPTER else "adapter"
 
 
+def rates_preset(preset: str) -> str:
+    """The preset whose seed-0 grid chooses ``preset``'s rates."""
+    return PRESETS[preset].rates_from or preset
+
+
 def rate_grid(method: str, preset: str) -> tuple[float, ...]:
-    """The rates searched for ``method`` with CNN preset ``preset``."""
-    return GRID[preset][rate_key(method)]
+    """The rates searched for ``method`` with preset ``preset`` (those of the preset it takes its rates from)."""
+    return GRID[rates_preset(preset)][rate_key(method)]
 
 
 def tag(method: str, rank: int | None, lr: float, n_train: int, seed: int) -> str:
@@ -140,13 +176,16 @@ def overrides(method: str, preset: str, rank: int | None, lr: float, n_train: in
               model: str = "unetr") -> list[str]:
     """Hydra overrides of one run: the same experiment, budget and stopping rule for every method. With fewer
     training subjects the epochs (and validation interval) grow so that every run takes the same number of steps."""
+    spec = PRESETS[preset]
     scale = max(1, FULL_SUBJECTS // n_train)
+    every = VAL_EVERY * scale * spec.epochs // EPOCHS
     rate = "optim.lr" if method in NO_ADAPTER else "optim.adapter_lr"
     ov = [f"+experiment={MODELS[model][0]}", f"method={method}", f"seed={seed}", f"output_dir={run_dir}", "resume=true",
-          f"{rate}={lr:g}", f"train.epochs={EPOCHS * scale}", f"train.val_every={VAL_EVERY * scale}",
-          f"train.patience={'null' if PATIENCE is None else PATIENCE}", f"train.ckpt_every={VAL_EVERY * scale}", "eval.overlays=0"]
+          f"{rate}={lr:g}", f"train.epochs={spec.epochs * scale}", f"train.val_every={every}",
+          f"train.patience={'null' if PATIENCE is None else PATIENCE}", f"train.ckpt_every={every}", "eval.overlays=0",
+          *spec.extra]
     if method != "full":  # decoder-only trains the same CNN path as the adapters; full trains everything anyway
-        ov.append(f"method.cnn={preset}")
+        ov.append(f"method.cnn={spec.cnn}")
     if rank is not None:
         ov.append(f"method.rank={rank}")
     if n_train != FULL_SUBJECTS:
@@ -296,7 +335,7 @@ def headline(preset: str, methods: Sequence[str] = ALL_METHODS, seeds: Sequence[
     for method in ["full", "decoder_only", *[m for m in methods if m not in NO_ADAPTER]]:
         if method not in methods:
             continue
-        lr = chosen_rate(method, preset, ranks.get(method), model=model)
+        lr = chosen_rate(method, rates_preset(preset), ranks.get(method), model=model)
         for seed in seeds:
             ensure_run(run_spec("headline", preset, method, ranks.get(method), lr, FULL_SUBJECTS, seed, model))
 
@@ -341,12 +380,13 @@ def final_runs(records: Iterable[Mapping], study: str, preset: str, model: str =
     """Per method, the runs at its headline rank and the rate chosen there on validation, for the given study, preset
     and model."""
     ranks = MODELS[model][1]
-    records = [r for r in records if r["preset"] == preset and model_of(r) == model]
+    records = [r for r in records if model_of(r) == model]
     out: dict[str, list[dict]] = {}
     for method in ALL_METHODS:
-        lr = cell_rate(records, preset, method, ranks.get(method), model)
+        lr = cell_rate(records, rates_preset(preset), method, ranks.get(method), model)
         if lr is not None:
-            out[method] = [r for r in records if r["study"] == study and r["method"] == method and r["lr"] == lr]
+            out[method] = [r for r in records if r["preset"] == preset and r["study"] == study
+                           and r["method"] == method and r["lr"] == lr]
     return out
 
 
@@ -405,7 +445,7 @@ def verdict(name: str, other: str, c: Mapping | None) -> str:
 def headline_section(records: Sequence[Mapping], preset: str, model: str = "unetr") -> tuple[list[str], dict]:
     runs = final_runs(records, "headline", preset, model)
     rows = method_rows(runs)
-    lines = [f"### CNN preset `{preset}`" + ("" if model == "unetr" else f", {model}"), ""]
+    lines = [f"### {preset_title(preset)}" + ("" if model == "unetr" else f", {model}"), ""]
     if not rows:
         return [*lines, "Not run yet.", ""], {}
     lines += ["| method | rank | rate | adapter params | CNN params | test Dice (mean ± sd) | HD95 mm | val Dice | "
@@ -436,19 +476,7 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
         cells = [f"{mean_dice(by_seed[s]):.3f} ({by_seed[s]['best']['val_dice']:.3f})" if s in by_seed else "-"
                  for s in SEEDS]
         lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
-    grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
-                   and r["n_train"] == FULL_SUBJECTS and model_of(r) == model),
-                  key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
-    lines += ["", "Rate selection (seed 0, validation Dice; the test split plays no part; a run outside the grid checks "
-              "whether the grid's edge binds and is never chosen):", "",
-              "| method | rate | validation Dice | |", "|---|---|---|---|"]
-    chosen = {method: rs[0]["lr"] for method, rs in runs.items() if rs}
-    for r in grid:
-        if r["lr"] not in rate_grid(r["method"], preset):
-            role = "outside the grid (edge check)"
-        else:
-            role = "chosen" if r["lr"] == chosen.get(r["method"]) else ""
-        lines.append(f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} | {role} |")
+    lines += rate_section(records, preset, runs, model)
     summary = [verdict(NAMES["full"], NAMES["decoder_only"], contrasts.get("full", {}).get("decoder_only"))]
     for method in ("tcurlora", "lora"):
         summary.append(verdict(NAMES[method], NAMES["decoder_only"], contrasts.get(method, {}).get("decoder_only")))
@@ -467,6 +495,28 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
                        f"max {max(widths) / 2:.4f} (target <= 0.01).")
     lines += ["", "What this shows:", "", *[f"- {s}" for s in summary], ""]
     return lines, {"rows": rows, "contrasts": contrasts, "summary": summary}
+
+
+def rate_section(records: Sequence[Mapping], preset: str, runs: Mapping[str, list[dict]], model: str) -> list[str]:
+    """The rate choice of a headline table: every seed-0 grid run with its validation Dice, the chosen rate marked (or,
+    for a preset whose rates come from another, which rates it carries)."""
+    chosen = {method: rs[0]["lr"] for method, rs in runs.items() if rs}
+    if rates_preset(preset) != preset:
+        carried = ", ".join(f"{NAMES[m]} {lr:g}" for m, lr in chosen.items())
+        return ["", f"Rates: those chosen on `{rates_preset(preset)}`'s seed-0 grid ({carried}); not chosen again."]
+    grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
+                   and r["n_train"] == FULL_SUBJECTS and model_of(r) == model),
+                  key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
+    lines = ["", "Rate selection (seed 0, validation Dice; the test split plays no part; a run outside the grid checks "
+             "whether the grid's edge binds and is never chosen):", "",
+             "| method | rate | validation Dice | |", "|---|---|---|---|"]
+    for r in grid:
+        if r["lr"] not in rate_grid(r["method"], preset):
+            role = "outside the grid (edge check)"
+        else:
+            role = "chosen" if r["lr"] == chosen.get(r["method"]) else ""
+        lines.append(f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} | {role} |")
+    return lines
 
 
 def curve_runs(records: Sequence[Mapping], study: str, preset: str, x: str) -> dict[tuple[str, int], list[dict]]:
@@ -650,7 +700,9 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              f"{FULL_SUBJECTS} training, 8 validation, 24 test subjects). Every run: the same data, {EPOCHS} epochs "
              f"with validation every {VAL_EVERY}, "
              + ("no early stop" if PATIENCE is None else f"early stop after {PATIENCE} validations without a better Dice")
-             + ", the best-validation checkpoint evaluated on the test split. The task's recipe is the demo's of "
+             + ", the best-validation checkpoint evaluated on the test split ("
+             + "; ".join(preset_title(p) for p, spec in PRESETS.items() if spec != Preset(spec.cnn))
+             + "). The task's recipe is the demo's of "
              "2026-11-25, kept in `conf/experiment/compare.yaml` while the demo's moves on; every record carries a "
              "fingerprint of its resolved config and pretraining recipe, and a record made under another one is "
              "refused, never mixed in.",
@@ -678,7 +730,7 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
         lines += ["## " + void.read_text().lstrip("# "), ""]
     payload = {}
     lines += ["## Headline: 8 methods", ""]
-    for preset in ("paper", "default"):
+    for preset in PRESETS:
         section, payload[preset] = headline_section(records, preset)
         lines += section
     reading = RECORDS / "reading.md"  # the hand-written reading of the tables (the rest of this page is generated)
@@ -712,7 +764,7 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("study", choices=("headline", "subjects", "ranks", "report", "all"))
-    p.add_argument("--preset", choices=("paper", "default"), default="paper")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="paper")
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
     p.add_argument("--model", choices=tuple(MODELS), default="unetr",
                    help="the network of the headline table (the curves run on UNETR)")

@@ -360,3 +360,22 @@ def test_every_rank_gets_its_own_rate_chosen_on_validation(compare, monkeypatch)
     records = [r for r in records if r["rank"] != 16]
     lines = "\n".join(compare.rank_choice_section(records, "default"))
     assert "| tCURLoRA | 8 |" in lines  # r = 8 at 1e-3 validates best (0.85), beating r = 20 at 1e-3 (0.80)
+
+
+def test_a_preset_with_carried_rates_trains_longer_from_a_zero_head(compare, monkeypatch, tmp_path):
+    """``paper_zero_head``: the `paper` CNN path, a zero head, twice the epochs (validated as often as the others),
+    and each method at the rate chosen on `paper`'s seed-0 grid: its own seed-0 runs choose nothing."""
+    monkeypatch.setattr(compare, "GRID", TWO_POINT_GRID)
+    ov = compare.overrides("full", "paper_zero_head", None, 0.01, 32, 1, tmp_path)
+    assert "head_init=zero" in ov and f"train.epochs={2 * compare.EPOCHS}" in ov
+    assert f"train.val_every={2 * compare.VAL_EVERY}" in ov
+    assert "method.cnn=paper" in compare.overrides("lora", "paper_zero_head", 1, 0.01, 32, 1, tmp_path)
+    assert "head_init=zero" not in compare.overrides("lora", "paper", 1, 0.01, 32, 1, tmp_path)
+    base = [0.80, 0.82, 0.84, 0.86]
+    records = [_record(compare, "lora", 1e-3, 0, 0.7, base), _record(compare, "lora", 1e-2, 0, 0.8, base)]
+    records += [_record(compare, "lora", lr, s, val, base, preset="paper_zero_head")
+                for lr, val in ((1e-2, 0.6), (1e-3, 0.9)) for s in (0, 1)]
+    runs = compare.final_runs(records, "headline", "paper_zero_head")
+    assert [(r["lr"], r["preset"]) for r in runs["lora"]] == [(1e-2, "paper_zero_head")] * 2
+    lines, _ = compare.headline_section(records, "paper_zero_head")
+    assert "Rates: those chosen on `paper`'s seed-0 grid (LoRA 0.01); not chosen again." in lines

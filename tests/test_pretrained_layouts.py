@@ -145,3 +145,25 @@ def test_training_refuses_an_encoder_adapter_on_an_incomplete_encoder(tmp_path):
     with pytest.raises(ValueError, match=refusal):
         build_model(cfg())
     assert build_model(perceptron).vit.patch_embedding.proj_type == "perceptron"
+
+
+@pytest.mark.parametrize("head_init", ["random", "zero"])
+def test_head_for_other_classes_starts_as_head_init_says(tmp_path, head_init):
+    """A pretrained head for 4 classes does not fit the demo's 2: ``head_init=zero`` starts it at zero (softmax 1/2
+    everywhere, whatever the seed), ``random`` keeps MONAI's init; the rest of the network is the file's either way,
+    and the head trains."""
+    from hydra import compose, initialize_config_dir
+
+    from tcurseg.engine.trainer import build_model, model_config
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=["+experiment=demo", f"pretrained={tmp_path}/w.pt",
+                                                       "method=decoder_only", f"head_init={head_init}"])
+    source = build_unetr({**model_config(cfg), "out_channels": 4})
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    model = build_model(cfg)
+    head = model.out.conv.conv
+    assert head.weight.shape[0] == 2 and head.weight.requires_grad
+    norm = float(head.weight.norm() + head.bias.norm())
+    assert (norm == 0.0) == (head_init == "zero")
+    assert torch.equal(model.decoder2.transp_conv.conv.weight, source.decoder2.transp_conv.conv.weight)

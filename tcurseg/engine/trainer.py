@@ -74,6 +74,7 @@ def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
         # path of an encoder-only file: ViTAutoEnc, model_swinvit.pt) is freshly initialised: it must train, whatever
         # the CNN preset says
         absent = {key.split(".", 1)[0] for key in report.missing if not key.startswith(report.encoder_prefix)}
+        start_head(model, report.mismatched, str(cfg.get("head_init", "random")))
         fresh = sorted({key.rsplit(".", 1)[0] for key in report.mismatched} | absent)
         fresh = [m for m in fresh if not any(m == t or m.startswith(t + ".") for t in method["trainable_modules"])]
         if fresh:
@@ -82,6 +83,23 @@ def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
         warn_collapsed_encoder(model, method["groups"], weights)
     peft.apply(model, method)
     return model
+
+
+HEAD_INITS = ("random", "zero")
+
+
+def start_head(model: torch.nn.Module, mismatched: list[str], head_init: str) -> None:
+    """Start the tensors the pretrained file did not fit (the output head of a task with other classes) as
+    ``head_init`` says: ``random`` keeps the network's initialisation, drawn from the seed; ``zero`` sets them to 0, so
+    that every seed and method starts from softmax 1/C everywhere (docs/design.md, section 3b)."""
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init={head_init}: expected one of {', '.join(HEAD_INITS)}")
+    if head_init == "zero":
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for key in mismatched:
+                if key in params:
+                    params[key].zero_()
 
 
 COLLAPSED_STD = 1e-4
