@@ -40,6 +40,24 @@ def log_test_to_tensorboard(cfg: DictConfig, summary: dict, tb_dir: Path) -> Non
                            run_name="hparams")
 
 
+def pretrain_first(cfg: DictConfig) -> None:
+    """Run ``cfg.pretrain_recipe`` when the ``pretrained`` file is missing, or resume it when the file lies in the
+    recipe's run folder and that run has not finished (no ``summary.json``): a pretraining killed half-way leaves its
+    ``model_best.pt`` behind, and fine-tuning from it would silently start from other weights than the recipe's."""
+    weights = pretrained_weights(cfg)
+    if not weights or not cfg.get("pretrain_recipe"):
+        return
+    recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}", f"device={cfg.device}"])
+    folder = Path(recipe.output_dir)
+    if Path(weights).is_file():
+        if Path(weights).resolve().parent != folder.resolve() or (folder / "summary.json").is_file():
+            return
+        log.info("%s is from an unfinished run of +experiment=%s: resuming it first", weights, cfg.pretrain_recipe)
+    else:
+        log.info("no pretrained weights at %s: running +experiment=%s first", weights, cfg.pretrain_recipe)
+    run(recipe, folder)
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one experiment into ``run_dir``; returns its summary (also written to ``summary.json``)."""
     check_config(cfg)
@@ -58,10 +76,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from tcurseg.engine.runtime import resolve_device
     from tcurseg.engine.trainer import Trainer, run_model_file
 
-    if weights and not Path(weights).is_file() and cfg.get("pretrain_recipe"):
-        log.info("no pretrained weights at %s: running +experiment=%s first", cfg.pretrained, cfg.pretrain_recipe)
-        recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}", f"device={cfg.device}"])
-        run(recipe, Path(recipe.output_dir))
+    pretrain_first(cfg)
     dist = init_distributed("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
     device = resolve_device(cfg.device, dist.local_rank)
     if dist.is_main:

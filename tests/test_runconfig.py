@@ -139,3 +139,28 @@ def test_help_lists_every_experiment():
     listed = {line.split()[0] for line in template.splitlines() if line.startswith("  ") and line.strip()}
     files = {p.stem for p in (Path(CONF) / "experiment").glob("*.yaml")}
     assert files and files <= listed, sorted(files - listed)
+
+
+def test_an_unfinished_pretraining_is_resumed_not_fine_tuned_from(tmp_path, monkeypatch):
+    """The demo's pretraining killed half-way leaves ``model_best.pt`` without ``summary.json``: the next
+    ``+experiment=demo`` resumes the recipe first instead of fine-tuning from the half-trained weights; a finished
+    one (or weights outside the recipe's folder) is used as it is."""
+    from tcurseg import train
+
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    monkeypatch.setattr(train, "run", lambda cfg, run_dir: ran.append((cfg.run_name, run_dir)))
+    folder = tmp_path / "outputs" / "demo_pretrain"
+    folder.mkdir(parents=True)
+    (folder / "model_best.pt").write_bytes(b"half-trained")
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        demo = compose(config_name="config", overrides=["+experiment=demo", "device=cpu"])
+        train.pretrain_first(demo)
+        assert ran == [("demo_pretrain", Path("outputs/demo_pretrain"))]
+        (folder / "summary.json").write_text("{}")
+        train.pretrain_first(demo)
+        (folder / "summary.json").unlink()
+        elsewhere = tmp_path / "mine.pt"
+        elsewhere.write_bytes(b"weights")
+        train.pretrain_first(compose(config_name="config", overrides=["+experiment=demo", f"pretrained={elsewhere}"]))
+    assert len(ran) == 1
