@@ -501,12 +501,20 @@ def rate_section(records: Sequence[Mapping], preset: str, runs: Mapping[str, lis
     """The rate choice of a headline table: every seed-0 grid run with its validation Dice, the chosen rate marked (or,
     for a preset whose rates come from another, which rates it carries)."""
     chosen = {method: rs[0]["lr"] for method, rs in runs.items() if rs}
-    if rates_preset(preset) != preset:
-        carried = ", ".join(f"{NAMES[m]} {lr:g}" for m, lr in chosen.items())
-        return ["", f"Rates: those chosen on `{rates_preset(preset)}`'s seed-0 grid ({carried}); not chosen again."]
     grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
                    and r["n_train"] == FULL_SUBJECTS and model_of(r) == model),
                   key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
+    if rates_preset(preset) != preset:
+        carried = ", ".join(f"{NAMES[m]} {lr:g}" for m, lr in chosen.items())
+        checks = {r["method"] for r in grid if r["lr"] != chosen.get(r["method"])}
+        lines = ["", f"Rates: those chosen on `{rates_preset(preset)}`'s seed-0 grid ({carried}); not chosen again."
+                 + (" Seed 0 at another rate (a check, never chosen):" if checks else "")]
+        if checks:
+            lines += ["", "| method | rate | validation Dice | |", "|---|---|---|---|"]
+            lines += [f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} | "
+                      f"{'carried' if r['lr'] == chosen.get(r['method']) else 'check'} |"
+                      for r in grid if r["method"] in checks]
+        return lines
     lines = ["", "Rate selection (seed 0, validation Dice; the test split plays no part; a run outside the grid checks "
              "whether the grid's edge binds and is never chosen):", "",
              "| method | rate | validation Dice | |", "|---|---|---|---|"]

@@ -378,4 +378,6 @@ def test_a_preset_with_carried_rates_trains_longer_from_a_zero_head(compare, mon
     runs = compare.final_runs(records, "headline", "paper_zero_head")
     assert [(r["lr"], r["preset"]) for r in runs["lora"]] == [(1e-2, "paper_zero_head")] * 2
     lines, _ = compare.headline_section(records, "paper_zero_head")
-    assert "Rates: those chosen on `paper`'s seed-0 grid (LoRA 0.01); not chosen again." in lines
+    assert "Rates: those chosen on `paper`'s seed-0 grid (LoRA 0.01); not chosen again. Seed 0 at another rate (a " \
+           "check, never chosen):" in lines
+    assert "| LoRA | 0.01 | 0.6000 | carried |" in lines and "| LoRA | 0.001 | 0.9000 | check |" in lines
