@@ -389,9 +389,10 @@ def final_runs(records: Iterable[Mapping], study: str, preset: str, model: str =
     out: dict[str, list[dict]] = {}
     for method in ALL_METHODS:
         lr = cell_rate(records, rates_preset(preset), method, ranks.get(method), model)
-        if lr is not None:
-            out[method] = [r for r in records if r["preset"] == preset and r["study"] == study
-                           and r["method"] == method and r["lr"] == lr]
+        runs = [r for r in records if r["preset"] == preset and r["study"] == study and r["method"] == method
+                and r["lr"] == lr]
+        if lr is not None and runs:
+            out[method] = runs
     return out
 
 

@@ -372,11 +372,13 @@ def test_a_preset_with_carried_rates_trains_longer_from_a_zero_head(compare, mon
     assert "method.cnn=paper" in compare.overrides("lora", "paper_zero_head", 1, 0.01, 32, 1, tmp_path)
     assert "head_init=zero" not in compare.overrides("lora", "paper", 1, 0.01, 32, 1, tmp_path)
     base = [0.80, 0.82, 0.84, 0.86]
-    records = [_record(compare, "lora", 1e-3, 0, 0.7, base), _record(compare, "lora", 1e-2, 0, 0.8, base)]
+    records = [_record(compare, m, lr, 0, val, base) for m in ("lora", "decoder_only")
+               for lr, val in zip(compare.rate_grid(m, "paper"), (0.7, 0.8))]
     records += [_record(compare, "lora", lr, s, val, base, preset="paper_zero_head")
                 for lr, val in ((1e-2, 0.6), (1e-3, 0.9)) for s in (0, 1)]
     runs = compare.final_runs(records, "headline", "paper_zero_head")
     assert [(r["lr"], r["preset"]) for r in runs["lora"]] == [(1e-2, "paper_zero_head")] * 2
+    assert set(runs) == {"lora"}  # the methods it has not run are left out, not shown as empty rows
     lines, _ = compare.headline_section(records, "paper_zero_head")
     assert "Rates: those chosen on `paper`'s seed-0 grid (LoRA 0.01); not chosen again. Seed 0 at another rate (a " \
            "check, never chosen):" in lines
