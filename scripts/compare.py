@@ -100,6 +100,10 @@ class Preset:
     rates_from: str | None = None
     methods: tuple[str, ...] = ALL_METHODS
 
+    @property
+    def val_every(self) -> int:
+        return VAL_EVERY * self.epochs // EPOCHS
+
 
 # `paper_zero_head`: the `paper` table again with what its reading found missing (docs/compare/reading.md): the new
 # output head starts at zero instead of a seed's random draw (which decided when a run started to segment), and twice
@@ -153,9 +157,8 @@ def preset_title(preset: str) -> str:
     spec = PRESETS[preset]
     if spec == Preset(spec.cnn):
         return f"CNN preset `{preset}`"
-    every = VAL_EVERY * spec.epochs // EPOCHS
     return (f"Preset `{preset}`: CNN preset `{spec.cnn}`, {' '.join(f'`{o}`' for o in spec.extra)}, {spec.epochs} "
-            f"epochs (validation every {every}), rates of `{rates_preset(preset)}`")
+            f"epochs (validation every {spec.val_every}), rates of `{rates_preset(preset)}`")
 
 
 def rate_key(method: str) -> str:
@@ -182,7 +185,7 @@ def overrides(method: str, preset: str, rank: int | None, lr: float, n_train: in
     training subjects the epochs (and validation interval) grow so that every run takes the same number of steps."""
     spec = PRESETS[preset]
     scale = max(1, FULL_SUBJECTS // n_train)
-    every = VAL_EVERY * scale * spec.epochs // EPOCHS
+    every = spec.val_every * scale
     rate = "optim.lr" if method in NO_ADAPTER else "optim.adapter_lr"
     ov = [f"+experiment={MODELS[model][0]}", f"method={method}", f"seed={seed}", f"output_dir={run_dir}", "resume=true",
           f"{rate}={lr:g}", f"train.epochs={spec.epochs * scale}", f"train.val_every={every}",
