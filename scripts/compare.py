@@ -73,8 +73,7 @@ MODELS = {"unetr": ("compare", RANKS),
 # at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Both presets
 # search the same two points (a grid point costs 6 runs per preset, ~40 min here). The CNN path of every method
 # trains at the demo's `optim.lr`, so decoder-only has nothing to search; full fine-tuning keeps the demo's rate too.
-GRID = {"default": {"adapter": (1e-3, 1e-2), "base": (1e-2,)},
-        "paper": {"adapter": (1e-3, 1e-2), "base": (1e-2,)}}
+GRID = {preset: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for preset in ("default", "paper", "paper_zero_head")}
 SEEDS = (0, 1, 2)
 # The budget of every run: 24 epochs (384 steps of 2 cases), validation every 2 epochs, no early stop (a run that has
 # not started to segment yet must not be stopped for it); the best-validation checkpoint is the one evaluated.
@@ -91,13 +90,12 @@ SEARCHED_RANKS = ("tcurlora", "lora")  # the methods of the ranks curve, whose r
 @dataclass(frozen=True)
 class Preset:
     """What the runs of one table train with: the CNN preset (``method.cnn``), further overrides, the epochs (and
-    the validation interval, which grows with them so that every run validates as often), and the preset whose seed-0
-    grid chose the rates (None: its own :data:`GRID`), and the methods its table runs."""
+    the validation interval, which grows with them so that every run validates as often), and the methods its
+    ``headline`` runs by default. Each preset chooses its rates on its own seed-0 :data:`GRID`."""
 
     cnn: str
     extra: tuple[str, ...] = ()
     epochs: int = EPOCHS
-    rates_from: str | None = None
     methods: tuple[str, ...] = ALL_METHODS
 
     @property
@@ -107,11 +105,10 @@ class Preset:
 
 # `paper_zero_head`: the `paper` table again with what its reading found missing (docs/compare/reading.md): the new
 # output head starts at zero instead of a seed's random draw (which decided when a run started to segment), and twice
-# the steps; the rates are the ones `paper`'s seed-0 grid chose (a grid of its own would cost 6 more runs). Its runs
-# take twice as long, so it runs the methods of the curves, which answer the main question.
+# the steps. Its runs take twice as long, so by default it runs the methods of the curves, which answer the main
+# question (`--methods` names the other adapters to run them too).
 PRESETS = {"paper": Preset("paper"),
-           "paper_zero_head": Preset("paper", ("head_init=zero",), 2 * EPOCHS, rates_from="paper",
-                                     methods=CURVE_METHODS),
+           "paper_zero_head": Preset("paper", ("head_init=zero",), 2 * EPOCHS, methods=CURVE_METHODS),
            "default": Preset("default")}
 BOOTSTRAP = 10_000
 STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never started to segment
@@ -158,21 +155,16 @@ def preset_title(preset: str) -> str:
     if spec == Preset(spec.cnn):
         return f"CNN preset `{preset}`"
     return (f"Preset `{preset}`: CNN preset `{spec.cnn}`, {' '.join(f'`{o}`' for o in spec.extra)}, {spec.epochs} "
-            f"epochs (validation every {spec.val_every}), rates of `{rates_preset(preset)}`")
+            f"epochs (validation every {spec.val_every})")
 
 
 def rate_key(method: str) -> str:
     return "base" if method in NO_ADAPTER else "adapter"
 
 
-def rates_preset(preset: str) -> str:
-    """The preset whose seed-0 grid chooses ``preset``'s rates."""
-    return PRESETS[preset].rates_from or preset
-
-
 def rate_grid(method: str, preset: str) -> tuple[float, ...]:
-    """The rates searched for ``method`` with preset ``preset`` (those of the preset it takes its rates from)."""
-    return GRID[rates_preset(preset)][rate_key(method)]
+    """The rates searched for ``method`` with preset ``preset``."""
+    return GRID[preset][rate_key(method)]
 
 
 def tag(method: str, rank: int | None, lr: float, n_train: int, seed: int) -> str:
@@ -343,7 +335,7 @@ def headline(preset: str, methods: Sequence[str] | None = None, seeds: Sequence[
     for method in ["full", "decoder_only", *[m for m in methods if m not in NO_ADAPTER]]:
         if method not in methods:
             continue
-        lr = chosen_rate(method, rates_preset(preset), ranks.get(method), model=model)
+        lr = chosen_rate(method, preset, ranks.get(method), model=model)
         for seed in seeds:
             ensure_run(run_spec("headline", preset, method, ranks.get(method), lr, FULL_SUBJECTS, seed, model))
 
@@ -391,7 +383,7 @@ def final_runs(records: Iterable[Mapping], study: str, preset: str, model: str =
     records = [r for r in records if model_of(r) == model]
     out: dict[str, list[dict]] = {}
     for method in ALL_METHODS:
-        lr = cell_rate(records, rates_preset(preset), method, ranks.get(method), model)
+        lr = cell_rate(records, preset, method, ranks.get(method), model)
         runs = [r for r in records if r["preset"] == preset and r["study"] == study and r["method"] == method
                 and r["lr"] == lr]
         if lr is not None and runs:
@@ -507,23 +499,11 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
 
 
 def rate_section(records: Sequence[Mapping], preset: str, runs: Mapping[str, list[dict]], model: str) -> list[str]:
-    """The rate choice of a headline table: every seed-0 grid run with its validation Dice, the chosen rate marked (or,
-    for a preset whose rates come from another, which rates it carries)."""
+    """The rate choice of a headline table: every seed-0 grid run with its validation Dice, the chosen rate marked."""
     chosen = {method: rs[0]["lr"] for method, rs in runs.items() if rs}
     grid = sorted((r for r in records if r["study"] == "headline" and r["preset"] == preset and r["seed"] == 0
                    and r["n_train"] == FULL_SUBJECTS and model_of(r) == model),
                   key=lambda r: (ALL_METHODS.index(r["method"]), r["lr"]))
-    if rates_preset(preset) != preset:
-        carried = ", ".join(f"{NAMES[m]} {lr:g}" for m, lr in chosen.items())
-        checks = {r["method"] for r in grid if r["lr"] != chosen.get(r["method"])}
-        lines = ["", f"Rates: those chosen on `{rates_preset(preset)}`'s seed-0 grid ({carried}); not chosen again."
-                 + (" Seed 0 at another rate (a check, never chosen):" if checks else "")]
-        if checks:
-            lines += ["", "| method | rate | validation Dice | |", "|---|---|---|---|"]
-            lines += [f"| {NAMES[r['method']]} | {r['lr']:g} | {r['best']['val_dice']:.4f} | "
-                      f"{'carried' if r['lr'] == chosen.get(r['method']) else 'check'} |"
-                      for r in grid if r["method"] in checks]
-        return lines
     lines = ["", "Rate selection (seed 0, validation Dice; the test split plays no part; a run outside the grid checks "
              "whether the grid's edge binds and is never chosen):", "",
              "| method | rate | validation Dice | |", "|---|---|---|---|"]

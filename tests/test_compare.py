@@ -78,8 +78,8 @@ def _record(compare, method, lr, seed, val, test, study="headline", preset="pape
             "peak_memory_mb": 900.0, "wall_s": 60.0, "cases": cases}
 
 
-TWO_POINT_GRID = {p: {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)} for p in ("paper", "default")}
-ONE_RATE = {p: {"adapter": (1e-2,), "base": (1e-2,)} for p in ("paper", "default")}
+TWO_POINT_GRID = {p: {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)} for p in ("paper", "paper_zero_head", "default")}
+ONE_RATE = {p: {"adapter": (1e-2,), "base": (1e-2,)} for p in ("paper", "paper_zero_head", "default")}
 
 
 def test_rate_chosen_on_validation_never_on_test(compare, monkeypatch):
@@ -331,7 +331,7 @@ def test_searched_ranks_are_chosen_on_validation_and_compared_over_common_seeds(
 def test_every_rank_gets_its_own_rate_chosen_on_validation(compare, monkeypatch):
     """With a two-point adapter grid each rank of the ranks curve runs at the rate its seed-0 run validates best at,
     not at the headline rank's rate; a rank whose grid has not run is left out of the curve."""
-    monkeypatch.setattr(compare, "GRID", {p: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for p in ("paper", "default")})
+    monkeypatch.setattr(compare, "GRID", {p: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for p in ("paper", "paper_zero_head", "default")})
     base = [0.70, 0.72, 0.74, 0.76]
     records = [_record(compare, m, 1e-2, s, 0.7, base, preset="default") for m in ("full", "decoder_only")
                for s in (0, 1)]
@@ -362,9 +362,9 @@ def test_every_rank_gets_its_own_rate_chosen_on_validation(compare, monkeypatch)
     assert "| tCURLoRA | 8 |" in lines  # r = 8 at 1e-3 validates best (0.85), beating r = 20 at 1e-3 (0.80)
 
 
-def test_a_preset_with_carried_rates_trains_longer_from_a_zero_head(compare, monkeypatch, tmp_path):
+def test_the_zero_head_preset_trains_longer_and_chooses_its_rates_on_its_own_seed_0(compare, monkeypatch, tmp_path):
     """``paper_zero_head``: the `paper` CNN path, a zero head, twice the epochs (validated as often as the others),
-    and each method at the rate chosen on `paper`'s seed-0 grid: its own seed-0 runs choose nothing."""
+    and each method at the rate its own seed-0 grid validates best at: `paper`'s choice plays no part."""
     monkeypatch.setattr(compare, "GRID", TWO_POINT_GRID)
     ov = compare.overrides("full", "paper_zero_head", None, 0.01, 32, 1, tmp_path)
     assert "head_init=zero" in ov and f"train.epochs={2 * compare.EPOCHS}" in ov
@@ -372,14 +372,12 @@ def test_a_preset_with_carried_rates_trains_longer_from_a_zero_head(compare, mon
     assert "method.cnn=paper" in compare.overrides("lora", "paper_zero_head", 1, 0.01, 32, 1, tmp_path)
     assert "head_init=zero" not in compare.overrides("lora", "paper", 1, 0.01, 32, 1, tmp_path)
     base = [0.80, 0.82, 0.84, 0.86]
-    records = [_record(compare, m, lr, 0, val, base) for m in ("lora", "decoder_only")
-               for lr, val in zip(compare.rate_grid(m, "paper"), (0.7, 0.8))]
+    records = [_record(compare, "lora", lr, 0, val, base) for lr, val in ((1e-3, 0.7), (1e-2, 0.8))]
     records += [_record(compare, "lora", lr, s, val, base, preset="paper_zero_head")
                 for lr, val in ((1e-2, 0.6), (1e-3, 0.9)) for s in (0, 1)]
+    assert compare.final_runs(records, "headline", "paper")["lora"][0]["lr"] == 1e-2
     runs = compare.final_runs(records, "headline", "paper_zero_head")
-    assert [(r["lr"], r["preset"]) for r in runs["lora"]] == [(1e-2, "paper_zero_head")] * 2
+    assert [(r["lr"], r["preset"]) for r in runs["lora"]] == [(1e-3, "paper_zero_head")] * 2
     assert set(runs) == {"lora"}  # the methods it has not run are left out, not shown as empty rows
     lines, _ = compare.headline_section(records, "paper_zero_head")
-    assert "Rates: those chosen on `paper`'s seed-0 grid (LoRA 0.01); not chosen again. Seed 0 at another rate (a " \
-           "check, never chosen):" in lines
-    assert "| LoRA | 0.01 | 0.6000 | carried |" in lines and "| LoRA | 0.001 | 0.9000 | check |" in lines
+    assert "| LoRA | 0.001 | 0.9000 | chosen |" in lines and "| LoRA | 0.01 | 0.6000 |  |" in lines
