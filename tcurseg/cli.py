@@ -17,6 +17,8 @@ from tcurseg.paths import conf_dir
 
 log = logging.getLogger("tcurseg")
 METHOD_CONF = conf_dir() / "method"
+HEAD_INITS = ("random", "zero")
+"""How a head the pretrained file does not fit starts (``head_init``; :func:`tcurseg.engine.trainer.start_head`)."""
 
 
 @contextlib.contextmanager
@@ -47,9 +49,11 @@ def _log_to_files(message: str) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Mistakes a composed training config can hold, each refused in one line before torch loads: no epochs, a crop
     other than the network's input size, a method without a ``conf/method`` file, a method option the method does
-    not have (``+method.rnk=4``)."""
+    not have (``+method.rnk=4``), an unknown ``head_init``."""
     if int(cfg.train.epochs) < 1:
         raise ValueError(f"train.epochs={cfg.train.epochs}: train for at least 1 epoch")
+    if cfg.get("head_init", "random") not in HEAD_INITS:
+        raise ValueError(f"head_init={cfg.head_init}: expected one of {', '.join(HEAD_INITS)}")
     roi, img = [int(v) for v in cfg.data.roi_size], [int(v) for v in cfg.model.img_size]
     if roi != img:
         raise ValueError(f"data.roi_size {roi} differs from model.img_size {img}: the network takes crops of its input "

@@ -85,15 +85,11 @@ def build_model(cfg: DictConfig, load_base: bool = True) -> torch.nn.Module:
     return model
 
 
-HEAD_INITS = ("random", "zero")
-
-
 def start_head(model: torch.nn.Module, mismatched: list[str], head_init: str) -> None:
     """Start the tensors the pretrained file did not fit (the output head of a task with other classes) as
     ``head_init`` says: ``random`` keeps the network's initialisation, drawn from the seed; ``zero`` sets them to 0, so
-    that every seed and method starts from softmax 1/C everywhere (docs/design.md, section 3b)."""
-    if head_init not in HEAD_INITS:
-        raise ValueError(f"head_init={head_init}: expected one of {', '.join(HEAD_INITS)}")
+    that every seed and method starts from softmax 1/C everywhere (docs/design.md, section 3b). The value is checked
+    with the config (:func:`tcurseg.cli.check_config`)."""
     if head_init == "zero":
         params = dict(model.named_parameters())
         with torch.no_grad():
