@@ -488,7 +488,7 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
         best = max(adapters, key=lambda r: r["dice"])
         summary.append(f"Best encoder adapter by mean test Dice: {NAMES[best['method']]} ({best['dice']:.3f}, "
                        f"{best['adapter']:,} adapter parameters).")
-        if best["method"] != "tcurlora":
+        if best["method"] not in ("tcurlora", "lora"):  # tCURLoRA vs LoRA is stated above
             summary.append(verdict(NAMES["tcurlora"], NAMES[best["method"]], contrast(runs, "tcurlora", best["method"])))
     widths = [c["dice"]["hi"] - c["dice"]["lo"] for m in contrasts.values() for c in m.values() if c and c["dice"]["n"]]
     if widths:
