@@ -78,8 +78,9 @@ def _record(compare, method, lr, seed, val, test, study="headline", preset="pape
             "peak_memory_mb": 900.0, "wall_s": 60.0, "cases": cases}
 
 
-TWO_POINT_GRID = {p: {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)} for p in ("paper", "paper_zero_head", "default")}
-ONE_RATE = {p: {"adapter": (1e-2,), "base": (1e-2,)} for p in ("paper", "paper_zero_head", "default")}
+PRESETS = ("paper", "paper_zero_head", "default")
+TWO_POINT_GRID = {p: {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)} for p in PRESETS}
+ONE_RATE = {p: {"adapter": (1e-2,), "base": (1e-2,)} for p in PRESETS}
 
 
 def test_rate_chosen_on_validation_never_on_test(compare, monkeypatch):
@@ -331,7 +332,7 @@ def test_searched_ranks_are_chosen_on_validation_and_compared_over_common_seeds(
 def test_every_rank_gets_its_own_rate_chosen_on_validation(compare, monkeypatch):
     """With a two-point adapter grid each rank of the ranks curve runs at the rate its seed-0 run validates best at,
     not at the headline rank's rate; a rank whose grid has not run is left out of the curve."""
-    monkeypatch.setattr(compare, "GRID", {p: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for p in ("paper", "paper_zero_head", "default")})
+    monkeypatch.setattr(compare, "GRID", {p: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for p in PRESETS})
     base = [0.70, 0.72, 0.74, 0.76]
     records = [_record(compare, m, 1e-2, s, 0.7, base, preset="default") for m in ("full", "decoder_only")
                for s in (0, 1)]
