@@ -68,13 +68,6 @@ RANKS = {"lora": 1, "dora": 1, "pissa": 1, "curlora": 24, "lorapt": 1, "tcurlora
 # DoRA r = 1: 9,000.
 MODELS = {"unetr": ("compare", RANKS),
           "swin_unetr": ("demo_swin", {"lora": 1, "dora": 1, "pissa": 1, "curlora": 12, "lorapt": 1, "tcurlora": 11})}
-# The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). Why the
-# adapters need one (measured with `default`): at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
-# at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Every preset
-# searches the same two points (a grid point costs 6 runs per preset, ~40 min here; twice that for paper_zero_head).
-# The CNN path of every method trains at the demo's `optim.lr`, so decoder-only has nothing to search; full
-# fine-tuning keeps the demo's rate too.
-GRID = {preset: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for preset in ("default", "paper", "paper_zero_head")}
 SEEDS = (0, 1, 2)
 # The budget of every run: 24 epochs (384 steps of 2 cases), validation every 2 epochs, no early stop (a run that has
 # not started to segment yet must not be stopped for it); the best-validation checkpoint is the one evaluated.
@@ -111,6 +104,13 @@ class Preset:
 PRESETS = {"paper": Preset("paper"),
            "paper_zero_head": Preset("paper", ("head_init=zero",), 2 * EPOCHS, methods=CURVE_METHODS),
            "default": Preset("default")}
+# The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). Why the
+# adapters need one (measured with `default`): at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
+# at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Every preset
+# searches the same two points (a grid point costs 6 runs per preset, ~40 min here; twice that for paper_zero_head).
+# The CNN path of every method trains at the demo's `optim.lr`, so decoder-only has nothing to search; full
+# fine-tuning keeps the demo's rate too.
+GRID = {preset: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for preset in PRESETS}
 BOOTSTRAP = 10_000
 STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never started to segment
 
