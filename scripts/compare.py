@@ -222,6 +222,7 @@ def record_from_run(run_path: Path, spec: Mapping, wall_s: float) -> dict:
     return {**spec, "params": summary["params"], "best": summary.get("best"), "epochs_run": summary.get("epochs_run"),
             "stopped_early": summary.get("stopped_early"), "step_s": summary.get("step_s"),
             "peak_memory_mb": summary.get("peak_memory_mb"), "wall_s": wall_s,
+            "val_curve": [[h["epoch"], h["val_dice"]] for h in summary.get("history", []) if "val_dice" in h],
             "cases": _per_case(run_path / "eval" / "metrics.csv")}
 
 
@@ -377,6 +378,15 @@ def cell_rate(records: Iterable[Mapping], preset: str, method: str, rank: int | 
     return max(sorted(vals), key=lambda lr: vals[lr])
 
 
+def late_gain(record: Mapping) -> float | None:
+    """How far a run was from converging: its validation Dice at the last validation minus that at the last validation
+    within the first three quarters of its epochs; None for a record without its validation curve (those made before
+    the records kept it, 2026-12-03)."""
+    curve = record.get("val_curve")
+    early = [v for e, v in curve or () if e <= 3 * record["epochs_run"] // 4]
+    return curve[-1][1] - early[-1] if early else None
+
+
 def final_runs(records: Iterable[Mapping], study: str, preset: str, model: str = "unetr") -> dict[str, list[dict]]:
     """Per method, the runs at its headline rank and the rate chosen there on validation, for the given study, preset
     and model."""
@@ -411,6 +421,9 @@ def method_rows(runs: Mapping[str, list[dict]]) -> list[dict]:
                      "hd95": statistics.fmean(hd), "hd95_sd": statistics.stdev(hd) if len(hd) > 1 else 0.0,
                      "val": statistics.fmean(r["best"]["val_dice"] for r in rs),
                      "stuck": sum(1 for r in rs if r["best"]["val_dice"] < STUCK_DICE),
+                     "best_last": sum(1 for r in rs if r["best"]["epoch"] == r["epochs_run"]),
+                     "late_gain": statistics.fmean(g) if (g := [x for r in rs if (x := late_gain(r)) is not None])
+                     else None,
                      "epochs": statistics.fmean(r["epochs_run"] for r in rs),
                      "step_s": statistics.median(r["step_s"] for r in rs),
                      "wall_s": statistics.fmean(r["wall_s"] for r in rs)})
@@ -478,6 +491,13 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
         cells = [f"{mean_dice(by_seed[s]):.3f} ({by_seed[s]['best']['val_dice']:.3f})" if s in by_seed else "-"
                  for s in SEEDS]
         lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
+    lines += ["", "Convergence: the seeds whose best validation is their last (still improving when the budget ends), "
+              "and the validation Dice gained over the last quarter of the budget (mean over seeds; - for records "
+              "made before they kept the validation curve).", "",
+              "| method | best at the last validation | val Dice gain, last quarter |", "|---|---|---|"]
+    for r in rows:
+        gain = "-" if r["late_gain"] is None else f"{r['late_gain']:+.3f}"
+        lines.append(f"| {NAMES[r['method']]} | {r['best_last']} of {len(r['seeds'])} | {gain} |")
     lines += rate_section(records, preset, runs, model)
     summary = [verdict(NAMES["full"], NAMES["decoder_only"], contrasts.get("full", {}).get("decoder_only"))]
     for method in ("tcurlora", "lora"):
@@ -491,6 +511,9 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
                        f"{best['adapter']:,} adapter parameters).")
         if best["method"] not in ("tcurlora", "lora"):  # tCURLoRA vs LoRA is stated above
             summary.append(verdict(NAMES["tcurlora"], NAMES[best["method"]], contrast(runs, "tcurlora", best["method"])))
+    still = sum(r["best_last"] for r in rows)
+    summary.append(f"Runs whose best validation is their last (still improving when the budget ends): {still} of "
+                   f"{sum(len(r['seeds']) for r in rows)}.")
     widths = [c["dice"]["hi"] - c["dice"]["lo"] for m in contrasts.values() for c in m.values() if c and c["dice"]["n"]]
     if widths:
         summary.append(f"CI half-width of the paired Dice differences: median {statistics.median(widths) / 2:.4f}, "

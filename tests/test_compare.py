@@ -382,3 +382,34 @@ def test_the_zero_head_preset_trains_longer_and_chooses_its_rates_on_its_own_see
     assert set(runs) == {"lora"}  # the methods it has not run are left out, not shown as empty rows
     lines, _ = compare.headline_section(records, "paper_zero_head")
     assert "| LoRA | 0.001 | 0.9000 | chosen |" in lines and "| LoRA | 0.01 | 0.6000 |  |" in lines
+
+
+def test_convergence_counts_runs_still_improving_and_their_late_gain(compare, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "GRID", ONE_RATE)
+    rising = {"val_curve": [[2, 0.5], [4, 0.6], [6, 0.65], [8, 0.7]], "epochs_run": 8, "best": {"epoch": 8,
+                                                                                                 "val_dice": 0.7}}
+    flat = {"val_curve": [[2, 0.5], [4, 0.6], [6, 0.62], [8, 0.61]], "epochs_run": 8, "best": {"epoch": 6,
+                                                                                                "val_dice": 0.62}}
+    assert compare.late_gain(rising) == pytest.approx(0.05)  # 0.7 at epoch 8 minus 0.65 at epoch 6 (3/4 of 8)
+    assert compare.late_gain(flat) == pytest.approx(-0.01)
+    assert compare.late_gain({"epochs_run": 8}) is None  # a record made before the curves were kept
+    records = [{**_record(compare, "lora", 1e-2, s, 0.7, [0.7] * 4), **(rising if s else flat)} for s in (0, 1, 2)]
+    records += [_record(compare, "decoder_only", 1e-2, s, 0.6, [0.6] * 4) for s in (0, 1, 2)]
+    payload = compare.write_report(records, tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert "| LoRA | 2 of 3 | +0.030 |" in text  # (0.05 + 0.05 - 0.01) / 3
+    assert "| decoder-only | 0 of 3 | - |" in text  # best at epoch 3 of 5, no curve kept
+    assert "(still improving when the budget ends): 2 of 6." in " ".join(payload["paper"]["summary"])
+
+
+def test_a_record_keeps_the_validation_curve_of_its_run(compare, tmp_path):
+    history = [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.9, "val_dice": 0.4}, {"epoch": 3, "loss": 0.8},
+               {"epoch": 4, "loss": 0.7, "val_dice": 0.55}]
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "summary.json").write_text(json.dumps({"params": {"adapter": 1}, "best": {"epoch": 4, "val_dice": 0.55},
+                                                       "epochs_run": 4, "history": history}))
+    (tmp_path / "eval" / "metrics.csv").write_text("case,region,dice,hd95\nsub0,hippocampus,0.7,3.0\n")
+    record = compare.record_from_run(tmp_path, compare.run_spec("headline", "paper", "lora", 1, 1e-3, 32, 0), 9.0)
+    assert record["val_curve"] == [[2, 0.4], [4, 0.55]]
+    assert compare.late_gain(record) == pytest.approx(0.15)  # epoch 4 minus epoch 3's last validation (epoch 2)
+    assert record["cases"] == {"sub0": {"dice": 0.7, "hd95": 3.0}}
