@@ -101,9 +101,12 @@ class Preset:
 # output head starts at zero instead of a seed's random draw (which decided when a run started to segment), and twice
 # the steps. Its runs take twice as long, so by default it runs the methods of the curves, which answer the main
 # question (`--methods` names the other adapters to run them too).
+# `default_long`: the `default` table's curve methods with twice the steps, because every run of `default` was still
+# improving when its budget ended (the convergence table): does the order hold with more steps?
 PRESETS = {"paper": Preset("paper"),
            "paper_zero_head": Preset("paper", ("head_init=zero",), 2 * EPOCHS, methods=CURVE_METHODS),
-           "default": Preset("default")}
+           "default": Preset("default"),
+           "default_long": Preset("default", epochs=2 * EPOCHS, methods=CURVE_METHODS)}
 # The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). Why the
 # adapters need one (measured with `default`): at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
 # at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Every preset
@@ -155,8 +158,8 @@ def preset_title(preset: str) -> str:
     spec = PRESETS[preset]
     if spec == Preset(spec.cnn):
         return f"CNN preset `{preset}`"
-    return (f"Preset `{preset}`: CNN preset `{spec.cnn}`, {' '.join(f'`{o}`' for o in spec.extra)}, {spec.epochs} "
-            f"epochs (validation every {spec.val_every})")
+    return (f"Preset `{preset}`: CNN preset `{spec.cnn}`, " + "".join(f"`{o}`, " for o in spec.extra)
+            + f"{spec.epochs} epochs (validation every {spec.val_every})")
 
 
 def rate_key(method: str) -> str:

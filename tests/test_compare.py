@@ -78,7 +78,7 @@ def _record(compare, method, lr, seed, val, test, study="headline", preset="pape
             "peak_memory_mb": 900.0, "wall_s": 60.0, "cases": cases}
 
 
-PRESETS = ("paper", "paper_zero_head", "default")
+PRESETS = tuple(load_script("compare").PRESETS)
 TWO_POINT_GRID = {p: {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)} for p in PRESETS}
 ONE_RATE = {p: {"adapter": (1e-2,), "base": (1e-2,)} for p in PRESETS}
 
@@ -413,3 +413,16 @@ def test_a_record_keeps_the_validation_curve_of_its_run(compare, tmp_path):
     assert record["val_curve"] == [[2, 0.4], [4, 0.55]]
     assert compare.late_gain(record) == pytest.approx(0.15)  # epoch 4 minus epoch 3's last validation (epoch 2)
     assert record["cases"] == {"sub0": {"dice": 0.7, "hd95": 3.0}}
+
+
+def test_the_long_default_preset_doubles_the_steps_of_default_and_nothing_else(compare, tmp_path):
+    long, short = (compare.overrides("lora", p, 1, 1e-3, 32, 0, tmp_path) for p in ("default_long", "default"))
+    assert sorted(set(long) ^ set(short)) == sorted([f"train.epochs={2 * compare.EPOCHS}",
+                                                     f"train.epochs={compare.EPOCHS}",
+                                                     f"train.val_every={2 * compare.VAL_EVERY}",
+                                                     f"train.val_every={compare.VAL_EVERY}",
+                                                     f"train.ckpt_every={2 * compare.VAL_EVERY}",
+                                                     f"train.ckpt_every={compare.VAL_EVERY}"])
+    assert compare.PRESETS["default_long"].methods == compare.CURVE_METHODS
+    assert compare.preset_title("default_long") == ("Preset `default_long`: CNN preset `default`, 48 epochs "
+                                                    "(validation every 4)")
