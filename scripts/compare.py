@@ -110,7 +110,8 @@ PRESETS = {"paper": Preset("paper"),
 # The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). Why the
 # adapters need one (measured with `default`): at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
 # at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Every preset
-# searches the same two points (a grid point costs 6 runs per preset, ~40 min here; twice that for paper_zero_head).
+# searches the same two points (a grid point costs one seed-0 run per adapter of the preset: ~6 min here at 24
+# epochs, ~10 min at 48).
 # The CNN path of every method trains at the demo's `optim.lr`, so decoder-only has nothing to search; full
 # fine-tuning keeps the demo's rate too.
 GRID = {preset: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for preset in PRESETS}

@@ -14,9 +14,12 @@ from scripts_support import load_script
 REPO = Path(__file__).resolve().parents[1]
 
 
+COMPARE = load_script("compare")
+
+
 @pytest.fixture(scope="module")
 def compare():
-    return load_script("compare")
+    return COMPARE
 
 
 def _grid(values, seeds=(0,)):
@@ -78,7 +81,7 @@ def _record(compare, method, lr, seed, val, test, study="headline", preset="pape
             "peak_memory_mb": 900.0, "wall_s": 60.0, "cases": cases}
 
 
-PRESETS = tuple(load_script("compare").PRESETS)
+PRESETS = tuple(COMPARE.PRESETS)
 TWO_POINT_GRID = {p: {"adapter": (1e-3, 1e-2), "base": (3e-4, 1e-3)} for p in PRESETS}
 ONE_RATE = {p: {"adapter": (1e-2,), "base": (1e-2,)} for p in PRESETS}
 
