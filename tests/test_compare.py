@@ -429,3 +429,13 @@ def test_the_long_default_preset_doubles_the_steps_of_default_and_nothing_else(c
     assert compare.PRESETS["default_long"].methods == compare.CURVE_METHODS
     assert compare.preset_title("default_long") == ("Preset `default_long`: CNN preset `default`, 48 epochs "
                                                     "(validation every 4)")
+
+
+def test_headline_runs_each_presets_own_seeds_for_every_method(compare, monkeypatch):
+    ran = []
+    monkeypatch.setattr(compare, "chosen_rate", lambda method, preset, rank, model="unetr": 1e-3)
+    monkeypatch.setattr(compare, "ensure_run", lambda spec, *a: ran.append((spec["preset"], spec["method"], spec["seed"])))
+    compare.headline("default_long")
+    compare.headline("default", methods=["lora"])
+    assert sorted(ran) == sorted([("default_long", m, s) for m in compare.CURVE_METHODS for s in range(5)]
+                                 + [("default", "lora", s) for s in compare.SEEDS])
