@@ -439,3 +439,13 @@ def test_headline_runs_each_presets_own_seeds_for_every_method(compare, monkeypa
     compare.headline("default", methods=["lora"])
     assert sorted(ran) == sorted([("default_long", m, s) for m in compare.CURVE_METHODS for s in range(5)]
                                  + [("default", "lora", s) for s in compare.SEEDS])
+
+
+def test_headline_trains_every_method_of_a_seed_before_the_next_seed(compare, monkeypatch):
+    ran = []
+    monkeypatch.setattr(compare, "chosen_rate", lambda method, preset, rank, model="unetr": 1e-3)
+    monkeypatch.setattr(compare, "ensure_run", lambda spec, *a: ran.append((spec["seed"], spec["method"])))
+    compare.headline("default_4x")
+    assert ran == [(s, m) for s in (0, 1) for m in ("full", "decoder_only", "lora", "tcurlora")]
+    assert compare.PRESETS["default_4x"].val_every == 4 * compare.VAL_EVERY
+    assert compare.rate_grid("tcurlora", "default_4x") == (1e-3,)
