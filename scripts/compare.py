@@ -85,13 +85,15 @@ SEARCHED_RANKS = ("tcurlora", "lora")  # the methods of the ranks curve, whose r
 class Preset:
     """What the runs of one table train with: the CNN preset (``method.cnn``), further overrides, the epochs (and
     the validation interval, which grows with them so that every run validates as often), and the methods and seeds
-    its ``headline`` runs by default. Each preset chooses its rates on its own seed-0 :data:`GRID`."""
+    its ``headline`` runs by default, and the adapters' rate grid. Each preset chooses its rates on its own seed-0
+    :data:`GRID`."""
 
     cnn: str
     extra: tuple[str, ...] = ()
     epochs: int = EPOCHS
     methods: tuple[str, ...] = ALL_METHODS
     seeds: tuple[int, ...] = SEEDS
+    adapter_rates: tuple[float, ...] = (1e-3, 1e-2)
 
     @property
     def val_every(self) -> int:
@@ -112,7 +114,8 @@ PRESETS = {"paper": Preset("paper"),
            "paper_zero_head": Preset("paper", ("head_init=zero",), 2 * EPOCHS, methods=CURVE_METHODS),
            "default": Preset("default"),
            "default_long": Preset("default", epochs=2 * EPOCHS, methods=CURVE_METHODS, seeds=(0, 1, 2, 3, 4)),
-           "default_4x": Preset("default", epochs=4 * EPOCHS, methods=CURVE_METHODS, seeds=(0, 1))}
+           "default_4x": Preset("default", epochs=4 * EPOCHS, methods=CURVE_METHODS, seeds=(0, 1),
+                                adapter_rates=(1e-3,))}
 # The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). Why the
 # adapters need one (measured with `default`): at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
 # at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Every preset
@@ -122,8 +125,7 @@ PRESETS = {"paper": Preset("paper"),
 # fine-tuning keeps the demo's rate too.
 # `default_4x` searches only 1e-3, the rate both adapters chose on `default` and `default_long` (by 0.03-0.04 validation
 # Dice over 1e-2): a grid point there costs ~26 min.
-GRID = {preset: {"adapter": (1e-3, 1e-2), "base": (1e-2,)} for preset in PRESETS} | {
-    "default_4x": {"adapter": (1e-3,), "base": (1e-2,)}}
+GRID = {preset: {"adapter": spec.adapter_rates, "base": (1e-2,)} for preset, spec in PRESETS.items()}
 BOOTSTRAP = 10_000
 STUCK_DICE = 0.05  # a run whose best validation Dice stays below this never started to segment
 
@@ -354,7 +356,8 @@ def headline(preset: str, methods: Sequence[str] | None = None, seeds: Sequence[
     rates = {method: chosen_rate(method, preset, ranks.get(method), model=model) for method in order}
     for seed in seeds:
         for method in order:
-            ensure_run(run_spec("headline", preset, method, ranks.get(method), rates[method], FULL_SUBJECTS, seed, model))
+            ensure_run(run_spec("headline", preset, method, ranks.get(method), rates[method], FULL_SUBJECTS, seed,
+                                model))
 
 
 def subjects_curve(preset: str = "paper") -> None:
