@@ -446,6 +446,6 @@ def test_headline_trains_every_method_of_a_seed_before_the_next_seed(compare, mo
     monkeypatch.setattr(compare, "chosen_rate", lambda method, preset, rank, model="unetr": 1e-3)
     monkeypatch.setattr(compare, "ensure_run", lambda spec, *a: ran.append((spec["seed"], spec["method"])))
     compare.headline("default_4x")
-    assert ran == [(s, m) for s in (0, 1) for m in ("full", "decoder_only", "lora", "tcurlora")]
+    assert ran == [(s, m) for s in (0, 1, 2) for m in ("full", "decoder_only", "lora", "tcurlora")]
     assert compare.PRESETS["default_4x"].val_every == 4 * compare.VAL_EVERY
-    assert compare.rate_grid("tcurlora", "default_4x") == (1e-3,)
+    assert compare.rate_grid("tcurlora", "default_4x") == (3e-4, 1e-3)
