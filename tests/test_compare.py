@@ -437,8 +437,11 @@ def test_headline_runs_each_presets_own_seeds_for_every_method(compare, monkeypa
     monkeypatch.setattr(compare, "ensure_run", lambda spec, *a: ran.append((spec["preset"], spec["method"], spec["seed"])))
     compare.headline("default_long")
     compare.headline("default", methods=["lora"])
+    compare.headline("paper", methods=["lora"])
     assert sorted(ran) == sorted([("default_long", m, s) for m in compare.CURVE_METHODS for s in range(5)]
-                                 + [("default", "lora", s) for s in compare.SEEDS])
+                                 + [("default", "lora", s) for s in range(5)]
+                                 + [("paper", "lora", s) for s in compare.SEEDS])
+    assert compare.SEEDS == (0, 1, 2)
 
 
 def test_headline_trains_every_method_of_a_seed_before_the_next_seed(compare, monkeypatch):
