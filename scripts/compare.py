@@ -99,6 +99,12 @@ class Preset:
     def val_every(self) -> int:
         return VAL_EVERY * self.epochs // EPOCHS
 
+    @property
+    def changes_training(self) -> bool:
+        """Whether its runs train otherwise than its CNN preset's plain ones (further overrides or epochs); the
+        methods, seeds and rate grid say which runs a table has, not how each trains."""
+        return bool(self.extra) or self.epochs != EPOCHS
+
 
 # `paper_zero_head`: the `paper` table again with what its reading found missing (docs/compare/reading.md): the new
 # output head starts at zero instead of a seed's random draw (which decided when a run started to segment), and twice
@@ -172,7 +178,7 @@ def paired_differences(a: Mapping, b: Mapping, metric: str = "dice") -> dict[tup
 def preset_title(preset: str) -> str:
     """``CNN preset `paper```, or for a preset that changes more than the CNN path, what it changes."""
     spec = PRESETS[preset]
-    if spec == Preset(spec.cnn):
+    if not spec.changes_training:
         return f"CNN preset `{preset}`"
     return (f"Preset `{preset}`: CNN preset `{spec.cnn}`, " + "".join(f"`{o}`, " for o in spec.extra)
             + f"{spec.epochs} epochs (validation every {spec.val_every})")
@@ -444,8 +450,7 @@ def method_rows(runs: Mapping[str, list[dict]]) -> list[dict]:
                      "val": statistics.fmean(r["best"]["val_dice"] for r in rs),
                      "stuck": sum(1 for r in rs if r["best"]["val_dice"] < STUCK_DICE),
                      "best_last": sum(1 for r in rs if r["best"]["epoch"] == r["epochs_run"]),
-                     "late_gain": statistics.fmean(g) if (g := [x for r in rs if (x := late_gain(r)) is not None])
-                     else None,
+                     "late_gain": {r["seed"]: x for r in rs if (x := late_gain(r)) is not None},
                      "epochs": statistics.fmean(r["epochs_run"] for r in rs),
                      "step_s": statistics.median(r["step_s"] for r in rs),
                      "wall_s": statistics.fmean(r["wall_s"] for r in rs)})
@@ -515,11 +520,14 @@ def headline_section(records: Sequence[Mapping], preset: str, model: str = "unet
                  for s in seeds]
         lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
     lines += ["", "Convergence: the seeds whose best validation is their last (still improving when the budget ends), "
-              "and the validation Dice gained over the last quarter of the budget (mean over seeds; - for records "
-              "made before they kept the validation curve).", "",
+              "and the validation Dice gained over the last quarter of the budget (mean over the seeds, named where "
+              "only some records keep the validation curve; - where none does: records made before 2026-12-02).", "",
               "| method | best at the last validation | val Dice gain, last quarter |", "|---|---|---|"]
     for r in rows:
-        gain = "-" if r["late_gain"] is None else f"{r['late_gain']:+.3f}"
+        gains = r["late_gain"]
+        gain = f"{statistics.fmean(gains.values()):+.3f}" if gains else "-"
+        if gains and len(gains) < len(r["seeds"]):
+            gain += f" (seed{'s' if len(gains) > 1 else ''} {', '.join(str(s) for s in sorted(gains))})"
         lines.append(f"| {NAMES[r['method']]} | {r['best_last']} of {len(r['seeds'])} | {gain} |")
     lines += rate_section(records, preset, runs, model)
     summary = [verdict(NAMES["full"], NAMES["decoder_only"], contrasts.get("full", {}).get("decoder_only"))]
@@ -745,7 +753,7 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              f"with validation every {VAL_EVERY}, "
              + ("no early stop" if PATIENCE is None else f"early stop after {PATIENCE} validations without a better Dice")
              + ", the best-validation checkpoint evaluated on the test split ("
-             + "; ".join(preset_title(p) for p, spec in PRESETS.items() if spec != Preset(spec.cnn))
+             + "; ".join(preset_title(p) for p, spec in PRESETS.items() if spec.changes_training)
              + "). The task's recipe is the demo's of "
              "2026-11-25, kept in `conf/experiment/compare.yaml` while the demo's moves on; every record carries a "
              "fingerprint of its resolved config and pretraining recipe, and a record made under another one is "

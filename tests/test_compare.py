@@ -398,11 +398,14 @@ def test_convergence_counts_runs_still_improving_and_their_late_gain(compare, tm
     assert compare.late_gain({"epochs_run": 8}) is None  # a record made before the curves were kept
     records = [{**_record(compare, "lora", 1e-2, s, 0.7, [0.7] * 4), **(rising if s else flat)} for s in (0, 1, 2)]
     records += [_record(compare, "decoder_only", 1e-2, s, 0.6, [0.6] * 4) for s in (0, 1, 2)]
+    records += [{**_record(compare, "tcurlora", 1e-2, s, 0.7, [0.7] * 4), **(rising if s == 2 else {})}
+                for s in (0, 1, 2)]
     payload = compare.write_report(records, tmp_path / "results.md")
     text = (tmp_path / "results.md").read_text()
     assert "| LoRA | 2 of 3 | +0.030 |" in text  # (0.05 + 0.05 - 0.01) / 3
     assert "| decoder-only | 0 of 3 | - |" in text  # best at epoch 3 of 5, no curve kept
-    assert "(still improving when the budget ends): 2 of 6." in " ".join(payload["paper"]["summary"])
+    assert "| tCURLoRA | 1 of 3 | +0.050 (seed 2) |" in text  # a mean over the seeds that kept their curve, named
+    assert "(still improving when the budget ends): 3 of 9." in " ".join(payload["paper"]["summary"])
 
 
 def test_a_record_keeps_the_validation_curve_of_its_run(compare, tmp_path):
@@ -427,6 +430,7 @@ def test_the_long_default_preset_doubles_the_steps_of_default_and_nothing_else(c
                                                      f"train.ckpt_every={2 * compare.VAL_EVERY}",
                                                      f"train.ckpt_every={compare.VAL_EVERY}"])
     assert compare.PRESETS["default_long"].methods == compare.CURVE_METHODS
+    assert compare.preset_title("default") == "CNN preset `default`"  # its own seeds change which runs, not how
     assert compare.preset_title("default_long") == ("Preset `default_long`: CNN preset `default`, 48 epochs "
                                                     "(validation every 4)")
 
