@@ -443,7 +443,7 @@ def test_headline_runs_each_presets_own_seeds_for_every_method(compare, monkeypa
     compare.headline("default", methods=["lora"])
     compare.headline("paper", methods=["lora"])
     assert sorted(ran) == sorted([("default_long", m, s) for m in compare.CURVE_METHODS for s in range(5)]
-                                 + [("default", "lora", s) for s in range(5)]
+                                 + [("default", "lora", s) for s in range(7)]
                                  + [("paper", "lora", s) for s in compare.SEEDS])
     assert compare.SEEDS == (0, 1, 2)
 
