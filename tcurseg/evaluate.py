@@ -17,7 +17,7 @@ from tcurseg import peft
 from tcurseg.cli import prepare_data, user_errors
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.dataload import resolve_sw_batch_size
-from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
+from tcurseg.engine.evaluator import format_table, inference_options, predict_cases, write_evaluation
 from tcurseg.engine.runconfig import NO_WEIGHTS
 from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.trainer import load_run_model, model_config, run_model_file
@@ -57,7 +57,7 @@ def evaluate(cfg: DictConfig) -> dict:
                          overlap=float(cfg.eval.overlap),
                          sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
                          device=device, amp=amp_dtype(device, cfg.amp) is not None,
-                         overlays=int(cfg.eval.overlays), with_label=True)
+                         overlays=int(cfg.eval.overlays), with_label=True, **inference_options(cfg.eval, run_cfg))
     evaluated = {"checkpoint": str(cfg.checkpoint), "file": str(run_model_file(cfg.run, cfg.checkpoint).resolve())
                  } if cfg.run else {"adapter": str(Path(cfg.adapter).resolve())}
     summary = write_evaluation(rows, {"params": peft.trainable_report(model), "split": cfg.split,

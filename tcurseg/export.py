@@ -79,9 +79,24 @@ def _transforms(data: Mapping) -> list[dict]:
     return steps
 
 
+def _keep_components(data: dict, run_cfg: DictConfig) -> list[dict]:
+    """The run's ``eval.keep_components`` as MONAI ``KeepLargestConnectedComponentd`` transforms on class indices."""
+    from tcurseg.data.transforms import class_values
+    from tcurseg.engine.evaluator import inference_options
+
+    values = class_values(data)
+    keep = inference_options({"mirror_axes": None, "keep_components": None}, run_cfg)["keep_components"]
+    return [{"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "is_onehot": False, "independent": False,
+             "applied_labels": [values.index(v) for v in data["regions"][region] if v in values],
+             "num_components": count, "connectivity": 3}
+            for region, count in keep.items()]
+
+
 def inference_config(run_cfg: DictConfig, sw_batch_size: int = 4) -> dict:
     """A MONAI bundle inference config equivalent to ``tcurseg.predict``: the evaluation transforms, a sliding window
-    of the training roi, softmax, the inverse transforms onto each scan's grid, argmax, the original label values."""
+    of the training roi, softmax, the inverse transforms onto each scan's grid, argmax, the run's
+    ``eval.keep_components``, the original label values. A run's ``eval.mirror_axes`` is not carried over (MONAI's
+    bundle inferer does not mirror): the bundle predicts without test-time mirroring."""
     from tcurseg.data.transforms import class_values
     from tcurseg.engine.trainer import model_config
 
@@ -110,6 +125,7 @@ def inference_config(run_cfg: DictConfig, sw_batch_size: int = 4) -> dict:
             {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
              "nearest_interp": False, "to_tensor": True},
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            *_keep_components(data, run_cfg),
             {"_target_": "MapLabelValued", "keys": "pred", "orig_labels": list(range(len(values))),
              "target_labels": values},
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
@@ -172,6 +188,11 @@ def export(cfg: DictConfig) -> Path:
         (out / "configs").mkdir(parents=True, exist_ok=True)
         (out / "configs" / "inference.json").write_text(json.dumps(inference_config(run_cfg), indent=1) + "\n")
         (out / "configs" / "metadata.json").write_text(json.dumps(metadata(run_cfg, source), indent=1) + "\n")
+        mirror = run_cfg.get("eval", {}).get("mirror_axes")
+        if mirror:
+            log.info("the run's evaluation mirrors along axes %s; the bundle predicts without mirroring (MONAI's "
+                     "bundle inferers do not mirror): tcurseg.predict eval.mirror_axes=[] gives its predictions",
+                     list(mirror))
     else:
         raise ValueError(f"format={cfg.format}: use bundle or state_dict")
     log.info("exported %s (%s, adapter merged) to %s", source, run_cfg.method.name, out)

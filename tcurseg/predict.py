@@ -17,7 +17,7 @@ from tcurseg.cli import user_errors
 from tcurseg.data.errors import DataError
 from tcurseg.data.lists import load_data_list
 from tcurseg.engine.dataload import resolve_sw_batch_size
-from tcurseg.engine.evaluator import predict_cases
+from tcurseg.engine.evaluator import inference_options, predict_cases
 from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.trainer import load_run_model, run_model_file
 from tcurseg.paths import conf_dir
@@ -85,7 +85,8 @@ def predict(cfg: DictConfig) -> Path:
                   overlap=float(cfg.eval.overlap),
                   sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
                   device=device, amp=amp_dtype(device, cfg.amp) is not None,
-                  overlays=int(cfg.eval.overlays), with_label=False, predictions_dir=out)
+                  overlays=int(cfg.eval.overlays), with_label=False, predictions_dir=out,
+                  **inference_options(cfg.eval, run_cfg))
     log.info("%d predictions written to %s", len(entries), out)
     return out
 

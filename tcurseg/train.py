@@ -70,7 +70,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from tcurseg.data.lists import load_data_list
     from tcurseg.engine.dataload import resolve_sw_batch_size
     from tcurseg.engine.distributed import barrier, init_distributed, shutdown
-    from tcurseg.engine.evaluator import format_table, predict_cases, write_evaluation
+    from tcurseg.engine.evaluator import format_table, inference_options, predict_cases, write_evaluation
     from tcurseg.engine.report import write_summary_json
     from tcurseg.engine.runlog import use_run_log
     from tcurseg.engine.runtime import resolve_device
@@ -105,7 +105,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                              overlap=float(cfg.eval.overlap),
                              sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
                              device=device, amp=trainer.amp is not None,
-                             overlays=int(cfg.eval.overlays), with_label=True)
+                             overlays=int(cfg.eval.overlays), with_label=True, **inference_options(cfg.eval, cfg))
         evaluation = write_evaluation(rows, {"params": summary["params"], "split": "test",
                                              "evaluated": summary["evaluated"]}, run_dir / "eval")
         summary["test"] = evaluation["regions"]

@@ -39,6 +39,7 @@ from e2e_support import (
     subprocess_env,
     train_args,
 )
+from scipy import ndimage
 
 pytestmark = pytest.mark.e2e
 
@@ -50,9 +51,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(data_dir) -> Path:
-    """One tCURLoRA run (2 epochs), shared by the tests."""
+    """One tCURLoRA run (2 epochs, test-time mirroring), shared by the tests."""
     out = data_dir.parent / "run"
-    run_module("train", *train_args(data_dir, out))
+    run_module("train", *train_args(data_dir, out, "eval.mirror_axes=[0]"))
     return out
 
 
@@ -95,6 +96,7 @@ def test_train_evaluate_predict(run_dir, data_dir, tmp_path):
     assert pred.shape == image.shape
     np.testing.assert_array_equal(pred_affine, image_affine)
     assert set(np.unique(pred).tolist()) <= {0, 1}
+    assert ndimage.label(pred == 1, structure=np.ones((3, 3, 3)))[1] <= 2  # the demo's eval.keep_components
     p, t = pred == 1, truth == 1
     dice = 2.0 * (p & t).sum() / (p.sum() + t.sum()) if p.sum() + t.sum() else 1.0
     assert dice == pytest.approx(float(rows[0]["dice"]), abs=1e-6)

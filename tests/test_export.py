@@ -87,10 +87,36 @@ def test_bundle_runs_in_monai_and_predicts_what_tcurseg_predicts(tmp_path):
     from tcurseg.predict import predict
 
     predict(_compose("predict", f"run={run}", f"input={images}", f"out={tmp_path / 'pred'}", "device=cpu",
-                     "eval.overlays=0"))
+                     "eval.overlays=0", "eval.mirror_axes=[]"))  # the bundle does not mirror (the demo's run does)
     ours = nib.load(tmp_path / "pred" / "case1.nii.gz")
     assert monai_pred.shape == ours.shape == (40, 36, 44)
     np.testing.assert_allclose(monai_pred.affine, ours.affine, atol=1e-5)
     a, b = np.asarray(monai_pred.dataobj), np.asarray(ours.dataobj)
     assert 0 < (b == 1).sum() < b.size                          # a non-trivial segmentation
     assert (a == b).mean() > 0.999
+
+
+@pytest.mark.parametrize("keep", [{"hippocampus": 2}, {"WT": 1, "ET": 1}])
+def test_bundle_keeps_the_components_tcurseg_keeps(keep):
+    from monai.transforms import KeepLargestConnectedComponentd
+
+    from tcurseg.engine.postprocess import keep_largest_components
+    from tcurseg.export import inference_config
+
+    data = "synth_hippo" if "hippocampus" in keep else "synth_tumor"
+    cfg = _compose("config", "+experiment=demo", f"data={data}", *TINY)
+    cfg.eval.keep_components = keep
+    steps = [t for t in inference_config(cfg)["postprocessing"]["transforms"]
+             if t["_target_"] == "KeepLargestConnectedComponentd"]
+    assert len(steps) == len(keep)
+    values = [0, 1] if data == "synth_hippo" else [0, 1, 2, 4]
+    rng = np.random.default_rng(0)
+    classes = (rng.random((24, 24, 24)) < 0.02) * rng.integers(1, len(values), (24, 24, 24))  # many islands
+    classes[2:9, 2:9, 2:9] = len(values) - 1
+    classes[14:20, 14:20, 14:20] = 1
+    pred = {"pred": torch.tensor(classes[None])}  # a copy: MONAI edits in place
+    for step in steps:
+        pred = KeepLargestConnectedComponentd(**{k: v for k, v in step.items() if k != "_target_"})(pred)
+    ours = keep_largest_components(np.asarray(values)[classes], dict(cfg.data.regions), keep)
+    np.testing.assert_array_equal(np.asarray(values)[np.asarray(pred["pred"][0])], ours)
+    assert (ours != np.asarray(values)[classes]).sum() > 100  # the islands were removed

@@ -149,3 +149,19 @@ def test_sliding_window_predict_odd_volume():
     assert model.training
     with pytest.raises(ValueError, match=r"\(B, C, D, H, W\)"):
         sliding_window_predict(model, image[0], roi_size=[32, 32, 32])
+
+
+def test_sliding_window_predict_mirroring_averages_flipped_predictions():
+    model = _tiny()
+    image = torch.randn(1, 1, 32, 32, 32)
+    plain = sliding_window_predict(model, image, roi_size=[32, 32, 32])
+    flipped = sliding_window_predict(model, image.flip(2), roi_size=[32, 32, 32]).flip(2)
+    mirrored = sliding_window_predict(model, image, roi_size=[32, 32, 32], mirror_axes=[0])
+    assert (plain - flipped).abs().max() > 1e-3  # the network is not symmetric, so mirroring changes the logits
+    torch.testing.assert_close(mirrored, (plain + flipped) / 2, rtol=1e-5, atol=1e-5)
+    both = sliding_window_predict(model, image, roi_size=[32, 32, 32], mirror_axes=[2, 0])
+    flips = [[], [2], [4], [2, 4]]
+    expected = sum(sliding_window_predict(model, image.flip(d), roi_size=[32, 32, 32]).flip(d) for d in flips) / 4
+    torch.testing.assert_close(both, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"mirror axes are spatial axes 0, 1, 2, got \[3\]"):
+        sliding_window_predict(model, image, roi_size=[32, 32, 32], mirror_axes=[3])

@@ -92,7 +92,7 @@ def test_config_mistakes_are_refused_in_one_line():
 
     check_config(_cfg())
     for overrides, words in ((["train.epochs=0"], "train.epochs=0: train for at least 1 epoch"),
-                             (["data.roi_size=[32,32,32]"], "data.roi_size [32, 32, 32] differs from model.img_size"),
+                             (["data.roi_size=[40,40,40]"], "data.roi_size [40, 40, 40] differs from model.img_size"),
                              (["+method.rnk=4"], "method tcurlora has no option rnk"),
                              (["head_init=zeros"], "head_init=zeros: expected one of random, zero"),
                              (["method.name=foo"], "unknown method 'foo'; choose one of ['curlora', 'decoder_only'")):

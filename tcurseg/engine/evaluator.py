@@ -16,6 +16,7 @@ from tqdm import tqdm
 from tcurseg.data.transforms import class_values, eval_transforms
 from tcurseg.engine.inference import merged_for_inference, sliding_window_predict
 from tcurseg.engine.metrics import case_metrics, metric_rows, spacing_from_affine, summarize
+from tcurseg.engine.postprocess import keep_largest_components
 from tcurseg.engine.report import save_overlay_png, save_prediction, write_metrics_csv, write_summary_json
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,29 @@ def original_label(entry: Mapping) -> np.ndarray:
     return np.asarray(nib.load(str(entry["label"])).dataobj).astype(np.int64)
 
 
+def inference_options(eval_cfg: Mapping, run_cfg: Mapping) -> dict:
+    """``mirror_axes`` and ``keep_components`` for :func:`predict_cases`: the command's ``eval`` value where it is set
+    (not null), else the one the run was configured with (nnU-Net, too, keeps the post-processing with the trained
+    model); a run made before these keys existed has neither."""
+    run_eval = run_cfg.get("eval") or {}
+    chosen = {key: eval_cfg.get(key) if eval_cfg.get(key) is not None else run_eval.get(key)
+              for key in ("mirror_axes", "keep_components")}
+    return {"mirror_axes": [int(a) for a in chosen["mirror_axes"] or []],
+            "keep_components": {str(k): int(v) for k, v in (chosen["keep_components"] or {}).items()}}
+
+
 def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: Mapping, out_dir: Path, *,
                   roi: Sequence[int], overlap: float, device: torch.device, amp: bool, overlays: int,
-                  with_label: bool, sw_batch_size: int = 4, predictions_dir: Path | None = None) -> list[dict]:
+                  with_label: bool, sw_batch_size: int = 4, predictions_dir: Path | None = None,
+                  mirror_axes: Sequence[int] = (), keep_components: Mapping[str, int] | None = None) -> list[dict]:
     """Predict every case; writes ``<id>.nii.gz`` into ``predictions_dir`` (default ``out_dir/predictions``) and
-    ``overlays/<id>.png`` (first ``overlays`` cases) under ``out_dir``; returns metric rows (empty without labels)."""
+    ``overlays/<id>.png`` (first ``overlays`` cases) under ``out_dir``; returns metric rows (empty without labels).
+    ``mirror_axes``: test-time mirroring (:func:`sliding_window_predict`); ``keep_components``: per region, the number
+    of largest connected components kept (:func:`keep_largest_components`), the rest set to background."""
     predictions_dir = out_dir / "predictions" if predictions_dir is None else predictions_dir
     values = np.asarray(class_values(data_cfg))
     regions = {k: list(v) for k, v in data_cfg["regions"].items()}
+    keep = dict(keep_components or {})
     transform = eval_transforms(data_cfg, with_label=with_label)
     model = merged_for_inference(model).to(device)
     rows: list[dict] = []
@@ -50,11 +66,11 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
         data = transform(dict(entry))
         image = data["image"]
         logits = sliding_window_predict(model, image.unsqueeze(0).to(device), roi, overlap=overlap, amp=amp,
-                                        sw_batch_size=sw_batch_size)
-        pred = values[logits.argmax(1)[0].cpu().numpy()]
+                                        sw_batch_size=sw_batch_size, mirror_axes=mirror_axes)
+        pred = keep_largest_components(values[logits.argmax(1)[0].cpu().numpy()], regions, keep, values[0])
         original = np.asarray(image.meta["original_affine"], dtype=np.float64)
         probabilities = on_original_grid(torch.softmax(logits[0].float(), 0).cpu(), data, transform)
-        pred_original = values[probabilities.argmax(0).numpy()]
+        pred_original = keep_largest_components(values[probabilities.argmax(0).numpy()], regions, keep, values[0])
         save_prediction(pred_original, original, predictions_dir / f"{case}.nii.gz")
         truth = values[data["label"][0].cpu().numpy().astype(np.int64)] if with_label else None
         if with_label:  # on the label file's own grid, in its millimetres

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -29,26 +30,37 @@ def sliding_window_predict(
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     amp: bool = False,
+    mirror_axes: Sequence[int] = (),
 ) -> torch.Tensor:
     """Logits (B, out_channels, D, H, W), float32, for an image (B, C, D, H, W) of any spatial size.
 
     Runs ``monai.inferers.sliding_window_inference`` with windows of ``roi_size`` overlapping by ``overlap``,
     under ``torch.no_grad()`` with the model in eval mode (its previous mode is restored), and under CUDA
-    autocast when ``amp`` is set and ``image`` is on a CUDA device.
+    autocast when ``amp`` is set and ``image`` is on a CUDA device. With ``mirror_axes`` (spatial axes, 0 = D) the
+    logits are the mean over the image and its mirror images along every non-empty subset of those axes, each
+    prediction flipped back (nnU-Net's test-time mirroring: 2^k passes for k axes).
     """
     if image.ndim != 5:
         raise ValueError(f"sliding_window_predict expects (B, C, D, H, W), got shape {tuple(image.shape)}")
+    axes = sorted({int(a) for a in mirror_axes})
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"mirror axes are spatial axes 0, 1, 2, got {list(mirror_axes)}")
+    flips = [[2 + a for a in subset] for k in range(len(axes) + 1) for subset in itertools.combinations(axes, k)]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), torch.autocast(device_type="cuda", enabled=amp and image.is_cuda):
-            logits = sliding_window_inference(
-                inputs=image,
-                roi_size=list(roi_size),
-                sw_batch_size=sw_batch_size,
-                predictor=model,
-                overlap=overlap,
-            )
+            total = torch.zeros(())
+            for dims in flips:
+                logits = sliding_window_inference(
+                    inputs=image.flip(dims) if dims else image,
+                    roi_size=list(roi_size),
+                    sw_batch_size=sw_batch_size,
+                    predictor=model,
+                    overlap=overlap,
+                ).float()
+                logits = logits.flip(dims) if dims else logits
+                total = total + logits
     finally:
         model.train(was_training)
-    return logits.float()
+    return total / len(flips)
