@@ -116,6 +116,9 @@ class Preset:
 # `default_4x`: the same methods with four times `default`'s steps, because 18 of `default_long`'s 20 runs were still
 # improving at 768 steps while the adapters' lead over decoder-only shrank (+0.029 to +0.013): where does it end?
 # Runs of ~13 min here: three seeds, the protocol's minimum (seed 2 added after seeds 0-1 had been read).
+# `default_wide`: the demo's fine-tuning network since 2026-12-03 (docs/recipe.md rows 19-22): a CNN path of 16
+# features on 32^3 crops, starting from random weights, at `default`'s steps. With a stronger CNN path, does the
+# encoder adapter still matter? The curve methods, three seeds.
 # `default` has seven seeds: seeds 3-4 were added after seeds 0-2 had been read, because its median CI half-width
 # (0.0126) was above the 0.01 aimed at, and seeds 5-6 after seeds 0-4 (0.0109); the rates stay those seed 0 chose.
 PRESETS = {"paper": Preset("paper"),
@@ -123,7 +126,9 @@ PRESETS = {"paper": Preset("paper"),
            "default": Preset("default", seeds=tuple(range(7))),
            "default_long": Preset("default", epochs=2 * EPOCHS, methods=CURVE_METHODS, seeds=(0, 1, 2, 3, 4)),
            "default_4x": Preset("default", epochs=4 * EPOCHS, methods=CURVE_METHODS, seeds=(0, 1, 2),
-                                adapter_rates=(3e-4, 1e-3))}
+                                adapter_rates=(3e-4, 1e-3)),
+           "default_wide": Preset("default", ("model.feature_size=16", "model.img_size=[32,32,32]"),
+                                  methods=CURVE_METHODS)}
 # The learning-rate grid of each method's own rate, per CNN preset (chosen on the validation split, seed 0). Why the
 # adapters need one (measured with `default`): at 1e-2 Adam moves tCURLoRA's update to 0.3x the pretrained weight's norm
 # at r = 2 and 3x at r = 16 (it has no alpha / r), LoRA's to 0.2-0.3x (docs/compare/reading.md). Every preset

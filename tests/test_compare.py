@@ -456,3 +456,15 @@ def test_headline_trains_every_method_of_a_seed_before_the_next_seed(compare, mo
     assert ran == [(s, m) for s in (0, 1, 2) for m in ("full", "decoder_only", "lora", "tcurlora")]
     assert compare.PRESETS["default_4x"].val_every == 4 * compare.VAL_EVERY
     assert compare.rate_grid("tcurlora", "default_4x") == (3e-4, 1e-3)
+
+
+def test_default_wide_trains_the_demos_network_and_says_so(compare, tmp_path):
+    ov = compare.overrides("tcurlora", "default_wide", 20, 1e-3, compare.FULL_SUBJECTS, 1, tmp_path)
+    assert {"model.feature_size=16", "model.img_size=[32,32,32]", "method.cnn=default", "train.epochs=24"} <= set(ov)
+    assert compare.preset_title("default_wide") == ("Preset `default_wide`: CNN preset `default`, "
+                                                    "`model.feature_size=16`, `model.img_size=[32,32,32]`, 24 epochs "
+                                                    "(validation every 2)")
+    assert compare.PRESETS["default_wide"].methods == compare.CURVE_METHODS
+    assert compare.rate_grid("lora", "default_wide") == (1e-3, 1e-2)
+    assert compare.protocol_fingerprint(ov) != compare.protocol_fingerprint(
+        compare.overrides("tcurlora", "default", 20, 1e-3, compare.FULL_SUBJECTS, 1, tmp_path))
