@@ -49,7 +49,9 @@ def _log_to_files(message: str) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Mistakes a composed training config can hold, each refused in one line before torch loads: no epochs, a crop
     other than the network's input size, a method without a ``conf/method`` file, a method option the method does
-    not have (``+method.rnk=4``), an unknown ``head_init``."""
+    not have (``+method.rnk=4``), an unknown ``head_init``, evaluation settings the data or a volume cannot have."""
+    from tcurseg.engine.postprocess import check_keep_components
+
     if int(cfg.train.epochs) < 1:
         raise ValueError(f"train.epochs={cfg.train.epochs}: train for at least 1 epoch")
     if cfg.get("head_init", "random") not in HEAD_INITS:
@@ -58,6 +60,10 @@ def check_config(cfg: DictConfig) -> None:
     if roi != img:
         raise ValueError(f"data.roi_size {roi} differs from model.img_size {img}: the network takes crops of its input "
                          "size (leave data.roi_size at ${model.img_size})")
+    check_keep_components(dict(cfg.eval.get("keep_components") or {}), list(cfg.data.regions))
+    axes = [int(a) for a in cfg.eval.get("mirror_axes") or []]
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"eval.mirror_axes={axes}: mirror along spatial axes 0, 1, 2 (0 = left-right)")
     schema = METHOD_CONF / f"{cfg.method.name}.yaml"
     if not schema.is_file():
         known = sorted(p.stem for p in METHOD_CONF.glob("*.yaml"))

@@ -85,7 +85,7 @@ def _keep_components(data: dict, run_cfg: DictConfig) -> list[dict]:
     from tcurseg.engine.evaluator import inference_options
 
     values = class_values(data)
-    keep = inference_options({"mirror_axes": None, "keep_components": None}, run_cfg)["keep_components"]
+    keep = inference_options({}, run_cfg)["keep_components"]
     return [{"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "is_onehot": False, "independent": False,
              "applied_labels": [values.index(v) for v in data["regions"][region] if v in values],
              "num_components": count, "connectivity": 3}
@@ -188,11 +188,13 @@ def export(cfg: DictConfig) -> Path:
         (out / "configs").mkdir(parents=True, exist_ok=True)
         (out / "configs" / "inference.json").write_text(json.dumps(inference_config(run_cfg), indent=1) + "\n")
         (out / "configs" / "metadata.json").write_text(json.dumps(metadata(run_cfg, source), indent=1) + "\n")
-        mirror = run_cfg.get("eval", {}).get("mirror_axes")
+        from tcurseg.engine.evaluator import inference_options
+
+        mirror = inference_options({}, run_cfg)["mirror_axes"]
         if mirror:
             log.info("the run's evaluation mirrors along axes %s; the bundle predicts without mirroring (MONAI's "
                      "bundle inferers do not mirror): tcurseg.predict eval.mirror_axes=[] gives its predictions",
-                     list(mirror))
+                     mirror)
     else:
         raise ValueError(f"format={cfg.format}: use bundle or state_dict")
     log.info("exported %s (%s, adapter merged) to %s", source, run_cfg.method.name, out)

@@ -62,3 +62,18 @@ def test_inference_options_command_overrides_the_run_and_old_runs_have_none():
     assert inference_options(off, run) == {"mirror_axes": [], "keep_components": {}}
     old_run = OmegaConf.create({"eval": {"overlap": 0.5}})
     assert inference_options(unset, old_run) == {"mirror_axes": [], "keep_components": {}}
+
+
+def test_evaluate_command_uses_the_runs_settings_unless_given_and_can_switch_them_off():
+    from hydra import compose, initialize_config_dir
+
+    from tcurseg.paths import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        demo = compose(config_name="config", overrides=["+experiment=demo"])
+        plain = compose(config_name="evaluate", overrides=["run=somewhere"])
+        off = compose(config_name="evaluate", overrides=["run=somewhere", "eval.mirror_axes=[]",
+                                                         "eval.keep_components={}"])
+    assert inference_options(demo.eval, demo) == {"mirror_axes": [0], "keep_components": {"hippocampus": 2}}
+    assert inference_options(plain.eval, demo) == {"mirror_axes": [0], "keep_components": {"hippocampus": 2}}
+    assert inference_options(off.eval, demo) == {"mirror_axes": [], "keep_components": {}}

@@ -95,6 +95,10 @@ def test_config_mistakes_are_refused_in_one_line():
                              (["data.roi_size=[40,40,40]"], "data.roi_size [40, 40, 40] differs from model.img_size"),
                              (["+method.rnk=4"], "method tcurlora has no option rnk"),
                              (["head_init=zeros"], "head_init=zeros: expected one of random, zero"),
+                             (["+eval.keep_components.WT=1"],
+                              "eval.keep_components names ['WT'], not regions of the data"),
+                             (["eval.keep_components.hippocampus=0"], "eval.keep_components.hippocampus must be >= 1"),
+                             (["eval.mirror_axes=[3]"], "eval.mirror_axes=[3]: mirror along spatial axes 0, 1, 2"),
                              (["method.name=foo"], "unknown method 'foo'; choose one of ['curlora', 'decoder_only'")):
         with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")) as err:
             check_config(_cfg(*overrides))

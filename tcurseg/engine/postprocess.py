@@ -7,7 +7,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from monai.transforms.utils import get_largest_connected_component_mask
+
+
+def check_keep_components(keep: Mapping[str, int], regions: Sequence[str]) -> None:
+    """Refuse, in one line, a region that is not one of ``regions`` or a count below 1 (no torch needed: the
+    training config is checked with it before torch loads)."""
+    unknown = sorted(set(keep) - set(regions))
+    if unknown:
+        raise ValueError(f"eval.keep_components names {unknown}, not regions of the data ({sorted(regions)}; "
+                         "eval.keep_components=null keeps every component)")
+    for region, count in keep.items():
+        if int(count) < 1:
+            raise ValueError(f"eval.keep_components.{region} must be >= 1, got {count}")
 
 
 def keep_largest_components(pred: np.ndarray, regions: Mapping[str, Sequence[int]], keep: Mapping[str, int],
@@ -17,13 +28,11 @@ def keep_largest_components(pred: np.ndarray, regions: Mapping[str, Sequence[int
 
     A region is the union of its label values (``regions[R]``), so a nested region (BraTS WT = {1, 2, 4}) removes
     every label inside a dropped component. An empty region stays empty."""
-    unknown = sorted(set(keep) - set(regions))
-    if unknown:
-        raise ValueError(f"eval.keep_components names {unknown}, not regions of the data ({sorted(regions)})")
+    from monai.transforms.utils import get_largest_connected_component_mask
+
+    check_keep_components(keep, list(regions))
     out = np.array(pred, copy=True)
     for region, count in keep.items():
-        if int(count) < 1:
-            raise ValueError(f"eval.keep_components.{region} must be >= 1, got {count}")
         mask = np.isin(out, list(regions[region]))
         if mask.any():
             kept = np.asarray(get_largest_connected_component_mask(mask, num_components=int(count)), dtype=bool)
