@@ -48,7 +48,7 @@ def test_nested_region_drops_every_label_of_a_dropped_component():
 def test_empty_region_and_bad_settings():
     empty = np.zeros((5, 5, 5), dtype=np.int64)
     assert not keep_largest_components(empty, {"r": [1]}, {"r": 2}).any()
-    with pytest.raises(ValueError, match=r"names \['WT'\], not regions of the data \(\['hippocampus'\]\)"):
+    with pytest.raises(ValueError, match=r"names \['WT'\], not regions of the data \(\['hippocampus'\]; "):
         keep_largest_components(empty, {"hippocampus": [1]}, {"WT": 1})
     with pytest.raises(ValueError, match=r"keep_components.r must be >= 1, got 0"):
         keep_largest_components(empty, {"r": [1]}, {"r": 0})
