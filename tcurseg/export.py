@@ -79,12 +79,11 @@ def _transforms(data: Mapping) -> list[dict]:
     return steps
 
 
-def _keep_components(data: dict, run_cfg: DictConfig) -> list[dict]:
-    """The run's ``eval.keep_components`` as MONAI ``KeepLargestConnectedComponentd`` transforms on class indices."""
-    from tcurseg.data.transforms import class_values
+def _keep_components(data: dict, values: list[int], run_cfg: DictConfig) -> list[dict]:
+    """The run's ``eval.keep_components`` as MONAI ``KeepLargestConnectedComponentd`` transforms on the class indices
+    of ``values`` (the label value of each class)."""
     from tcurseg.engine.evaluator import inference_options
 
-    values = class_values(data)
     keep = inference_options({}, run_cfg)["keep_components"]
     return [{"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "is_onehot": False, "independent": False,
              "applied_labels": [values.index(v) for v in data["regions"][region] if v in values],
@@ -125,7 +124,7 @@ def inference_config(run_cfg: DictConfig, sw_batch_size: int = 4) -> dict:
             {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
              "nearest_interp": False, "to_tensor": True},
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-            *_keep_components(data, run_cfg),
+            *_keep_components(data, values, run_cfg),
             {"_target_": "MapLabelValued", "keys": "pred", "orig_labels": list(range(len(values))),
              "target_labels": values},
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
