@@ -762,7 +762,8 @@ def write_report(records: Sequence[Mapping], path: Path = REPORT, recipe: str = 
              + ", the best-validation checkpoint evaluated on the test split ("
              + "; ".join(preset_title(p) for p, spec in PRESETS.items() if spec.changes_training)
              + "). The task's recipe is the demo's of "
-             "2026-11-25, kept in `conf/experiment/compare.yaml` while the demo's moves on; every record carries a "
+             "2026-11-25, kept in `conf/experiment/compare.yaml` (its pretraining in `compare_pretrain.yaml`) while "
+             "the demo's moves on; every record carries a "
              "fingerprint of its resolved config and pretraining recipe, and a record made under another one is "
              "refused, never mixed in.",
              f"- Seeds {', '.join(map(str, SEEDS))} for the tables ("

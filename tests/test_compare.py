@@ -246,7 +246,8 @@ def test_full_fine_tuning_is_not_run_twice_for_the_two_presets(compare, tmp_path
 
 def test_a_record_made_under_another_protocol_is_refused(compare, tmp_path, monkeypatch):
     """The fingerprint covers the resolved experiment and pretraining configs, not only the overrides: editing
-    conf/experiment/compare.yaml or demo_pretrain.yaml makes the old records stale, and ensure_run refuses them."""
+    conf/experiment/compare.yaml or compare_pretrain.yaml makes the old records stale, and ensure_run refuses them;
+    the demo's own pretraining (demo_pretrain.yaml) may change without touching them."""
     ov = compare.overrides("lora", "paper", 1, 0.01, 32, 0, tmp_path / "a")
     fingerprint = compare.protocol_fingerprint(ov)
     assert len(fingerprint) == 16
@@ -262,7 +263,10 @@ def test_a_record_made_under_another_protocol_is_refused(compare, tmp_path, monk
     experiment.write_text(experiment.read_text().replace("warmup_epochs: 1", "warmup_epochs: 2"))
     edited = compare.protocol_fingerprint(ov)
     assert edited != fingerprint
-    pretrain = conf / "experiment" / "demo_pretrain.yaml"
+    demo_pretrain = conf / "experiment" / "demo_pretrain.yaml"
+    demo_pretrain.write_text(demo_pretrain.read_text().replace("epochs: 30", "epochs: 31"))
+    assert compare.protocol_fingerprint(ov) == edited
+    pretrain = conf / "experiment" / "compare_pretrain.yaml"
     pretrain.write_text(pretrain.read_text().replace("epochs: 30", "epochs: 31"))
     assert compare.protocol_fingerprint(ov) not in (fingerprint, edited)
 

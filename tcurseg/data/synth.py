@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -236,6 +239,15 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     nib.save(img, path)
 
 
+def _write_subject(task: str, out: Path, i: int, seed: int, spacing: float, box_mm: Sequence | None) -> None:
+    """Make subject ``i`` from its own generator (seeded by ``[seed, i]``: the same subject whichever process makes
+    it) and write ``sub<i>/sub<i>_img.nii.gz`` and ``sub<i>_mask.nii.gz`` under ``out``."""
+    image, label, affine = make_subject(task, np.random.default_rng([seed, i]), spacing, box_mm)
+    (out / f"sub{i}").mkdir(exist_ok=True)
+    _save(image, affine, out / f"sub{i}" / f"sub{i}_img.nii.gz")
+    _save(label, affine, out / f"sub{i}" / f"sub{i}_mask.nii.gz")
+
+
 def _split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
     n_train = max(1, int(round(fractions[0] * n))) if n else 0
     n_val = min(n - n_train, int(round(fractions[1] * n)))
@@ -278,11 +290,17 @@ def generate(
     list_path.unlink(missing_ok=True)
     params = _params(task, n_subjects, seed, spacing, box_mm, splits)
     ids = [f"sub{i}" for i in range(n_subjects)]
-    for i, sub in enumerate(ids):
-        image, label, affine = make_subject(task, np.random.default_rng([seed, i]), spacing, box_mm)
-        (out / sub).mkdir(exist_ok=True)
-        _save(image, affine, out / sub / f"{sub}_img.nii.gz")
-        _save(label, affine, out / sub / f"{sub}_mask.nii.gz")
+    jobs = [(task, out, i, seed, spacing, box_mm) for i in range(n_subjects)]
+    workers = min(n_subjects, os.cpu_count() or 1)
+    if workers > 1 and "fork" in mp.get_all_start_methods():
+        _template()  # loaded once here; the forked workers inherit the cache
+        if task == "synth_hippo":
+            _hippocampus_probability()
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            list(pool.map(_write_subject, *zip(*jobs)))
+    else:
+        for job in jobs:
+            _write_subject(*job)
     n_train, n_val, _ = _split_counts(n_subjects, splits)
     parts = {"training": ids[:n_train], "validation": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
     for split, txt in (("training", "train.txt"), ("validation", "valid.txt"), ("test", "test.txt")):
