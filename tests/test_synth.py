@@ -107,7 +107,7 @@ def test_same_seed_identical_files_other_seed_differs(hippo, tmp_path):
 def test_subjects_made_in_worker_processes_equal_those_made_in_one(hippo, tmp_path, monkeypatch):
     """generate() makes the subjects in one process per core; each from its own seeded generator, so the files are
     those a single process writes."""
-    monkeypatch.setattr(synth.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(synth, "available_cpus", lambda: 1)
     alone = synth.generate("synth_hippo", tmp_path / "alone", 2, seed=0, **HIPPO)
     assert _digest(alone.parent) == _digest(hippo.parent)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -39,6 +38,7 @@ from scipy import ndimage
 from tcurseg.data.atlas import HARVARD_OXFORD, MNI_TEMPLATE, atlas_file, harvard_oxford_index
 from tcurseg.data.errors import DataError
 from tcurseg.data.lists import write_data_list
+from tcurseg.machine import available_cpus
 
 GENERATOR_VERSION = 2
 TASKS = ("synth_hippo", "synth_tumor")
@@ -291,7 +291,7 @@ def generate(
     params = _params(task, n_subjects, seed, spacing, box_mm, splits)
     ids = [f"sub{i}" for i in range(n_subjects)]
     jobs = [(task, out, i, seed, spacing, box_mm) for i in range(n_subjects)]
-    workers = min(n_subjects, os.cpu_count() or 1)
+    workers = min(n_subjects, available_cpus())
     if workers > 1 and "fork" in mp.get_all_start_methods():
         _template()  # loaded once here; the forked workers inherit the cache
         if task == "synth_hippo":

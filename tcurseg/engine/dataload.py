@@ -11,14 +11,11 @@ import nibabel as nib
 import torch
 from torch.utils.data import Sampler
 
+from tcurseg.machine import available_cpus
+
 MIN_CPUS_FOR_WORKERS = 4
 MAX_WORKERS = 8
 CACHE_MEMORY_FRACTION = 0.5
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def resolve_workers(value: int | str, world_size: int = 1, cpus: int | None = None) -> int:
