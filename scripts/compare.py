@@ -109,7 +109,7 @@ class Preset:
 # `paper_zero_head`: the `paper` table again with what its reading found missing (docs/compare/reading.md): the new
 # output head starts at zero instead of a seed's random draw (which decided when a run started to segment), and twice
 # the steps. Its runs take twice as long, so by default it runs the methods of the curves, which answer the main
-# question (`--methods` names the other adapters to run them too). Seeds 3-4 of the curve methods were added on
+# question (`--methods` names the other adapters to run them too). Seeds 3-4 (of all 8 methods) were added on
 # 2026-12-03 after seeds 0-2 had been read, because its median CI half-width (0.028) was the largest but `paper`'s
 # and its tCURLoRA - LoRA difference (-0.016 [-0.040, +0.008]) undecided; the rates stay those seed 0 chose.
 # `default_long`: the `default` table's curve methods with twice the steps, because 15 of `default`'s 24 runs were
