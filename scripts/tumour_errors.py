@@ -20,14 +20,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-REGIONS = {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)}
+from tcurseg.data.synth import REGIONS as TASK_REGIONS
+from tcurseg.engine.metrics import dice_score as dice
+
+REGIONS = TASK_REGIONS["synth_tumor"]
 PREDICTIONS = {"test": "eval", "validation": "eval_validation"}
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """2|P & T| / (|P| + |T|); 1 when both are empty."""
-    total = int(pred.sum() + truth.sum())
-    return 1.0 if total == 0 else 2.0 * float((pred & truth).sum()) / total
 
 
 def drop_coreless_wt(pred: np.ndarray) -> np.ndarray:
