@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from tcurseg.engine.inference import sliding_window_predict
-from tcurseg.models import CNN_PRESETS, KeyReport, build_unetr, encoder_prefix, load_pretrained, resolve_cnn_modules
+from tcurseg.models import (
+    CNN_PRESETS,
+    KeyReport,
+    build_unetr,
+    encoder_prefix,
+    load_pretrained,
+    resolve_cnn_modules,
+    unetr_kwargs,
+)
 
 TINY = {
     "in_channels": 1,
@@ -47,6 +55,14 @@ def test_unetr_b_presets_on_meta():
     assert _count(model, CNN_PRESETS["default"]) == 4_443_106
     assert _count(model, CNN_PRESETS["paper"]) == 2_678_528
     assert model.vit.blocks[0].mlp.linear1.weight.shape == (3072, 768)
+
+
+def test_unetr_defaults_are_monai_unetr_b():
+    """Keys a model config leaves out take MONAI's UNETR defaults: UNETR-B (the exported bundle spells them all)."""
+    assert unetr_kwargs({"in_channels": 1, "out_channels": 2, "img_size": [96, 96, 96]}) == {
+        "in_channels": 1, "out_channels": 2, "img_size": [96, 96, 96], "feature_size": 16, "hidden_size": 768,
+        "mlp_dim": 3072, "num_heads": 12, "norm_name": "instance", "res_block": True, "dropout_rate": 0.0,
+        "qkv_bias": False, "proj_type": "conv"}
 
 
 def test_build_unetr_validation():

@@ -78,13 +78,24 @@ def test_per_group_learning_rates_reach_the_optimizer(method, data_dir, tmp_path
 
 
 def test_warmup_then_poly():
-    from tcurseg.engine.optim import lr_factor
+    from tcurseg.engine.optim import build_scheduler
 
-    assert [lr_factor(e, 10, "poly", 1.0, warmup=2) for e in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8])
-    assert lr_factor(9, 10, "poly", 1.0, warmup=2) == pytest.approx(1 / 8)
-    assert lr_factor(5, 10, "constant", warmup=2) == 1.0
+    def factors(schedule: str, epochs: int = 10) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+        scheduler = build_scheduler(optimizer, {"schedule": schedule, "power": 1.0, "warmup_epochs": 2}, epochs)
+        rates = [optimizer.param_groups[0]["lr"]]
+        for _ in range(epochs):
+            optimizer.step()
+            scheduler.step()
+            rates.append(optimizer.param_groups[0]["lr"])
+        return [rate / 2.0 for rate in rates]
+
+    poly = factors("poly")
+    assert poly[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8]) and poly[9:] == pytest.approx([1 / 8, 0.0])
+    constant = factors("constant")
+    assert constant[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0]) and constant[-1] == 1.0
     with pytest.raises(ValueError, match="unknown schedule"):
-        lr_factor(5, 10, "cosine")
+        factors("cosine")
 
 
 def test_best_checkpoint_and_early_stop(data_dir, tmp_path, monkeypatch):

@@ -7,8 +7,10 @@ at ``lr``. PEFT methods are usually trained at a higher rate than the network's 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import ConstantLR, LinearLR, LRScheduler, PolynomialLR, SequentialLR
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
@@ -31,20 +33,36 @@ def build_optimizer(groups: Mapping[str, Sequence[torch.nn.Parameter]], cfg: Map
                             amsgrad=bool(cfg.get("amsgrad", False)))
 
 
-def lr_factor(epoch: int, epochs: int, schedule: str, power: float = 0.9, warmup: int = 0) -> float:
-    """Multiplier of the base rates at ``epoch`` (0-based). Linear warm-up over the first ``warmup`` epochs
-    ((e + 1) / (warmup + 1)), then poly: (1 - (e - warmup) / (epochs - warmup))^power, or constant: 1."""
-    if epoch < warmup:
-        return (epoch + 1) / (warmup + 1)
-    if schedule == "constant":
-        return 1.0
+class WarmupThen(SequentialLR):
+    """``SequentialLR`` of a linear warm-up and the schedule after it. It also resumes from the state of a ``LambdaLR``
+    that ran the same schedule (a state with ``lr_lambdas``, as run folders of earlier versions hold): that state's
+    epoch count is split between the two schedulers, and the rates are those the optimizer's state restored."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "lr_lambdas" not in state_dict:
+            super().load_state_dict(state_dict)
+            return
+        warmup, (ramp, after) = self._milestones[0], self._schedulers
+        self.last_epoch = int(state_dict["last_epoch"])
+        ramp.last_epoch = min(self.last_epoch, warmup - 1)
+        after.last_epoch = self.last_epoch - warmup if self.last_epoch >= warmup else -1
+        self._last_lr = list(state_dict["_last_lr"])
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping, epochs: int) -> LRScheduler:
+    """The per-epoch schedule of ``cfg`` (schedule: poly | constant, power, warmup_epochs), stepped once per epoch.
+
+    Epoch e (0-based) trains at the base rates times (e + 1) / (warmup + 1) during the warm-up (e < warmup), then
+    poly: (1 - (e - warmup) / (epochs - warmup))^power, down to 0 at ``epochs``, or constant: 1."""
+    schedule, power = cfg.get("schedule", "poly"), float(cfg.get("power", 0.9))
+    warmup = int(cfg.get("warmup_epochs", 0))
     if schedule == "poly":
-        return max(0.0, 1.0 - (epoch - warmup) / max(1, epochs - warmup)) ** power
-    raise ValueError(f"unknown schedule {schedule!r}; choose poly or constant")
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch schedule of :func:`lr_factor` (``cfg``: schedule, power, warmup_epochs), stepped once per epoch."""
-    schedule, power, warmup = cfg.get("schedule", "poly"), float(cfg.get("power", 0.9)), int(cfg.get("warmup_epochs", 0))
-    lr_factor(0, epochs, schedule, power, warmup)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, epochs, schedule, power, warmup))
+        after: LRScheduler = PolynomialLR(optimizer, total_iters=max(1, epochs - warmup), power=power)
+    elif schedule == "constant":
+        after = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; choose poly or constant")
+    if not warmup:
+        return after
+    ramp = LinearLR(optimizer, start_factor=1 / (warmup + 1), total_iters=warmup)
+    return WarmupThen(optimizer, [ramp, after], milestones=[warmup])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from inspect import signature
 from typing import Any
 
 from monai.networks.nets import UNETR
@@ -16,16 +17,9 @@ CNN_PRESETS: dict[str, list[str]] = {
 }
 
 _DEFAULTS: dict[str, Any] = {
-    "feature_size": 16,
-    "hidden_size": 768,
-    "mlp_dim": 3072,
-    "num_heads": 12,
-    "dropout_rate": 0.0,
-    "norm_name": "instance",
-    "res_block": True,
-    "qkv_bias": False,
-    "proj_type": "conv",
+    name: p.default for name, p in signature(UNETR).parameters.items() if p.default is not p.empty
 }
+"""MONAI's own defaults of ``UNETR`` (UNETR-B)."""
 
 
 def _get(cfg: Mapping[str, Any], key: str) -> Any:
@@ -40,9 +34,9 @@ def unetr_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments of MONAI's ``UNETR`` for a dict-like model config (12 transformer blocks, patch 16).
 
     Required keys: ``in_channels``, ``out_channels``, ``img_size`` (the roi, 3 ints, each divisible by 16).
-    Optional keys (UNETR-B defaults): ``feature_size`` 16, ``hidden_size`` 768, ``mlp_dim`` 3072,
-    ``num_heads`` 12, ``dropout_rate`` 0.0, ``norm_name`` "instance", ``res_block`` True, ``qkv_bias`` False,
-    ``proj_type`` "conv" (the patch embedding; "perceptron" for MONAI research-contributions UNETR checkpoints).
+    Optional keys, with MONAI's ``UNETR`` defaults (UNETR-B): ``feature_size``, ``hidden_size``, ``mlp_dim``,
+    ``num_heads``, ``dropout_rate``, ``norm_name``, ``res_block``, ``qkv_bias``, ``proj_type`` (the patch embedding:
+    "conv", or "perceptron" for MONAI research-contributions UNETR checkpoints).
     Other keys are ignored. Invalid sizes raise ``ValueError``.
     """
     img_size = [int(s) for s in _get(cfg, "img_size")]

@@ -15,12 +15,22 @@ from tcurseg.peft.api import (
     unmerge,
     unwrap,
 )
+from tcurseg.peft.config import AdapterConfig
+from tcurseg.peft.curlora import CURLoRAConfig
 from tcurseg.peft.groups import VIT_GROUPS, find_groups
-from tcurseg.peft.registry import METHODS
+from tcurseg.peft.lorapt import LoRAPTConfig
+from tcurseg.peft.matrix import LoRAConfig
+from tcurseg.peft.registry import METHODS, parse_config
+from tcurseg.peft.tcurlora import TCURLoRAConfig
 
 __all__ = [
     "METHODS",
     "VIT_GROUPS",
+    "AdapterConfig",
+    "CURLoRAConfig",
+    "LoRAConfig",
+    "LoRAPTConfig",
+    "TCURLoRAConfig",
     "adapter_info",
     "adapter_state",
     "apply",
@@ -29,6 +39,7 @@ __all__ = [
     "load_adapter_state",
     "merge",
     "parameter_groups",
+    "parse_config",
     "read_adapter",
     "save_adapter",
     "trainable_parameters",

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tcurseg.peft.groups import VIT_GROUPS
-from tcurseg.peft.registry import get_method
+from tcurseg.peft.registry import get_method, parse_config
 
 ADAPTER_ATTR = "tcurseg_adapter"
 FORMAT_VERSION = 1
@@ -65,23 +64,24 @@ def _under(name: str, prefixes: list[str]) -> bool:
 def apply(model: nn.Module, cfg: Mapping) -> nn.Module:
     """Add the method's trainable parts to ``model`` in place and freeze the rest; returns the model.
 
-    cfg: ``name`` (one of the registry), ``rank``, ``groups`` (group specs, default the ViT ones), ``trainable_modules``
-    (module-name prefixes that stay trainable, e.g. the UNETR CNN path), and method options (``selection``, ``seed``,
-    ``alpha``)."""
+    cfg: ``name`` (one of the registry) and the options of that method's typed config
+    (:func:`tcurseg.peft.parse_config`, e.g. :class:`tcurseg.peft.TCURLoRAConfig`): ``groups`` (group specs, default the
+    ViT ones), ``trainable_modules`` (module-name prefixes that stay trainable, e.g. the UNETR CNN path), ``rank`` and
+    the method's own (``selection``, ``seed``, ``alpha``). The adapter records ``cfg`` with ``groups`` and
+    ``trainable_modules`` filled in."""
     if hasattr(model, ADAPTER_ATTR):
         raise ValueError(f"model already has a {getattr(model, ADAPTER_ATTR).method} adapter")
     config = _plain(cfg)
-    config.setdefault("groups", VIT_GROUPS)
-    config.setdefault("trainable_modules", [])
-    method = get_method(config["name"])
+    method, options = get_method(config["name"]), parse_config(config)
+    config = {**config, "groups": options.groups, "trainable_modules": options.trainable_modules}
     names_before = {id(p): n for n, p in model.named_parameters()}
     digests = {id(p): _tensor_digest(p) for p in model.parameters()}
     keys_before = set(model.state_dict().keys())
 
     model.requires_grad_(False)
-    method.inject(model, config)
+    method.inject(model, options)
     for name, module in model.named_modules():
-        if _under(name, config["trainable_modules"]):
+        if _under(name, options.trainable_modules):
             module.requires_grad_(True)
 
     frozen = sorted((names_before[id(p)], digests[id(p)]) for p in model.parameters()

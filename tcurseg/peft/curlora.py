@@ -6,15 +6,24 @@ Real trainable parameters: r^2 per adapted matrix.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tcurseg.peft.config import AdapterConfig
 from tcurseg.peft.groups import target_module_names
 from tcurseg.peft.layers import AdaptedLinear, replace_module
 from tcurseg.tensor import cur_factors, select_inverse_probability, spectral_dtype
+
+
+@dataclass(frozen=True, kw_only=True)
+class CURLoRAConfig(AdapterConfig):
+    """``rank`` r columns and rows per matrix, drawn with ``seed``."""
+
+    rank: int
+    seed: int = 0
 
 
 class CURLinear(AdaptedLinear):
@@ -51,10 +60,10 @@ def _layers(model: nn.Module) -> list[CURLinear]:
     return [m for m in model.modules() if isinstance(m, CURLinear)]
 
 
-def inject(model: nn.Module, cfg: Mapping) -> None:
-    generator = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
-    for name in target_module_names(model, cfg["groups"]):
-        replace_module(model, name, CURLinear(model.get_submodule(name), int(cfg["rank"]), generator))
+def inject(model: nn.Module, cfg: CURLoRAConfig) -> None:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for name in target_module_names(model, cfg.groups):
+        replace_module(model, name, CURLinear(model.get_submodule(name), cfg.rank, generator))
 
 
 def merge(model: nn.Module) -> None:

@@ -9,14 +9,22 @@ Real trainable parameters: L r (m + n) + K r per group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from tcurseg.peft.config import AdapterConfig
 from tcurseg.peft.groups import WeightGroup, find_groups
 from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, stacked_spectral_weight
 from tcurseg.tensor import spectral_svd
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoRAPTConfig(AdapterConfig):
+    """``rank`` r: the top-r triplets of every frequency slice train."""
+
+    rank: int
 
 
 class TSVDGroup(SpectralGroup):
@@ -44,9 +52,8 @@ class TSVDGroup(SpectralGroup):
         return C, M, R
 
 
-def inject(model: nn.Module, cfg: Mapping) -> None:
-    rank = int(cfg["rank"])
-    install(model, {g.name: TSVDGroup(g, rank) for g in find_groups(model, cfg["groups"])})
+def inject(model: nn.Module, cfg: LoRAPTConfig) -> None:
+    install(model, {g.name: TSVDGroup(g, cfg.rank) for g in find_groups(model, cfg.groups)})
 
 
 def merge(model: nn.Module) -> None:

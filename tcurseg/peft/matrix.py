@@ -7,13 +7,23 @@ Trainable parameters per (m x n) matrix: r (m + n), plus m for DoRA's magnitude.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 from torch import nn
 
+from tcurseg.peft.config import AdapterConfig
 from tcurseg.peft.groups import target_module_names
 
 VARIANTS = {"lora": {}, "dora": {"use_dora": True}, "pissa": {"init_lora_weights": "pissa"}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoRAConfig(AdapterConfig):
+    """The config of ``lora``, ``dora`` and ``pissa``: ``rank`` r, ``alpha`` (the update is scaled by alpha / r;
+    None: r)."""
+
+    rank: int
+    alpha: float | None = None
 
 
 def _peft():
@@ -24,14 +34,13 @@ def _peft():
     return peft
 
 
-def inject(model: nn.Module, cfg: Mapping, variant: str) -> None:
+def inject(model: nn.Module, cfg: LoRAConfig, variant: str) -> None:
     peft = _peft()
-    rank = int(cfg["rank"])
     config = peft.LoraConfig(
-        r=rank,
-        lora_alpha=float(cfg.get("alpha") or rank),
+        r=cfg.rank,
+        lora_alpha=float(cfg.alpha or cfg.rank),
         lora_dropout=0.0,
-        target_modules=target_module_names(model, cfg["groups"]),
+        target_modules=target_module_names(model, cfg.groups),
         **VARIANTS[variant],
     )
     peft.inject_adapter_in_model(config, model)

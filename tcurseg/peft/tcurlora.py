@@ -10,25 +10,35 @@ Real trainable parameters: L * r^2 per group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
+from tcurseg.peft.config import AdapterConfig
 from tcurseg.peft.groups import WeightGroup, find_groups
 from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, stacked_spectral_weight
 from tcurseg.tensor import cur_factors, rfft_stack, select_inverse_probability, select_top_norm
 
-SELECTIONS = ("top_norm", "inverse_probability")
+Selection = Literal["top_norm", "inverse_probability"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TCURLoRAConfig(AdapterConfig):
+    """``rank`` r (|I| = |J|); ``selection`` of I and J: ``top_norm`` (the paper) or ``inverse_probability``
+    (CURLoRA-style, drawn with ``seed``)."""
+
+    rank: int
+    selection: Selection = "top_norm"
+    seed: int = 0
 
 
 class TCURGroup(SpectralGroup):
     """The tCURLoRA adapter of one weight group."""
 
-    def __init__(self, group: WeightGroup, rank: int, selection: str, seed: int) -> None:
+    def __init__(self, group: WeightGroup, rank: int, selection: Selection, seed: int) -> None:
         super().__init__(group)
-        if selection not in SELECTIONS:
-            raise ValueError(f"unknown tCURLoRA selection {selection!r}; choose one of {SELECTIONS}")
         with torch.no_grad():
             D = rfft_stack(stacked_spectral_weight(group))
             if selection == "top_norm":
@@ -52,10 +62,9 @@ class TCURGroup(SpectralGroup):
         return self.C, self.dU(), self.R
 
 
-def inject(model: nn.Module, cfg: Mapping) -> None:
-    groups = find_groups(model, cfg["groups"])
-    rank, selection, seed = int(cfg["rank"]), cfg.get("selection", "top_norm"), int(cfg.get("seed", 0))
-    install(model, {g.name: TCURGroup(g, rank, selection, seed) for g in groups})
+def inject(model: nn.Module, cfg: TCURLoRAConfig) -> None:
+    groups = find_groups(model, cfg.groups)
+    install(model, {g.name: TCURGroup(g, cfg.rank, cfg.selection, cfg.seed) for g in groups})
 
 
 def merge(model: nn.Module) -> None:
