@@ -9,6 +9,8 @@ The layout is detected from the case folders:
   label = seg (values 0, 1, 2, 3; 2024 adds 4); conf/data/brats_gli.yaml.
 ``--modalities`` picks channels (the authors pretrain on one: ``--modalities t1 --out data_lists/brats_t1.json`` for
 ``+experiment=brats_pretrain``). Paths are relative to --root: pass it as ``data_root`` when loading.
+``python -m tcurseg.train +experiment=brats`` (brats_gli, brats_pretrain) makes this list itself when it is missing
+and BRATS_ROOT (BRATS_GLI_ROOT) is set, with the same code and defaults (``tcurseg.data.layouts``).
 """
 
 from __future__ import annotations
@@ -19,20 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tcurseg.data.errors import DataError  # noqa: E402
-from tcurseg.data.lists import (  # noqa: E402
-    BRATS_GLI_MODALITIES,
-    BRATS_MODALITIES,
-    brats_gli_layout_to_list,
-    brats_layout_to_list,
-    detect_brats_layout,
-    split_summary,
-    write_data_list,
-)
-
-LAYOUTS = {
-    "2021": ("BraTS 2021", brats_layout_to_list, BRATS_MODALITIES),
-    "gli": ("BraTS 2023/2024 glioma", brats_gli_layout_to_list, BRATS_GLI_MODALITIES),
-}
+from tcurseg.data.layouts import convert, write_converted  # noqa: E402
+from tcurseg.data.lists import BRATS_GLI_MODALITIES, BRATS_MODALITIES, split_summary  # noqa: E402
 
 
 def main() -> None:
@@ -46,14 +36,12 @@ def main() -> None:
                         help=f"channels in order (default 2021: {' '.join(BRATS_MODALITIES)}; "
                              f"2023/2024: {' '.join(BRATS_GLI_MODALITIES)})")
     args = parser.parse_args()
-    name, convert, default = LAYOUTS[detect_brats_layout(args.root)]
-    modalities = args.modalities or list(default)
     try:
-        splits = convert(args.root, args.val_frac, args.test_frac, args.seed, modalities)
+        converted = convert("brats", args.root, args.val_frac, args.test_frac, args.seed, modalities=args.modalities)
     except DataError as err:
         sys.exit(f"error: {err}")
-    path = write_data_list(args.out, splits)
-    print(f"{path}: {split_summary(splits)} ({name} layout; channels {', '.join(modalities)})")
+    path = write_converted(converted, args.out)
+    print(f"{path}: {split_summary(converted.splits)} ({converted.described})")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ Reads ``--root/dataset.json`` (its labelled ``training`` cases; the unlabelled `
 images are 4-D (4 modalities in the last axis: in_channels 4); Task04_Hippocampus's are 3-D. The task's channels and
 labels are printed and kept in the JSON (keys ``modality``, ``labels``). Paths are relative to --root: pass it as
 ``data_root`` when loading (conf/data/msd_brain_tumour.yaml, msd_hippocampus.yaml).
+``+experiment=msd_brain_tumour`` / ``msd_hippocampus`` make this list themselves when it is missing and
+MSD_BRAIN_TUMOUR_ROOT / MSD_HIPPOCAMPUS_ROOT is set, with the same code and defaults (``tcurseg.data.layouts``).
 """
 
 from __future__ import annotations
@@ -16,16 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tcurseg.data.errors import DataError  # noqa: E402
-from tcurseg.data.lists import (  # noqa: E402
-    decathlon_layout_to_list,
-    decathlon_properties,
-    split_summary,
-    write_data_list,
-)
-
-
-def _names(mapping: dict) -> str:
-    return ", ".join(f"{key} {value}" for key, value in mapping.items())
+from tcurseg.data.layouts import convert, write_converted  # noqa: E402
+from tcurseg.data.lists import split_summary  # noqa: E402
 
 
 def main() -> None:
@@ -37,14 +31,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
-        splits = decathlon_layout_to_list(args.root, args.val_frac, args.test_frac, args.seed)
+        converted = convert("decathlon", args.root, args.val_frac, args.test_frac, args.seed)
     except DataError as err:
         sys.exit(f"error: {err}")
-    properties = decathlon_properties(args.root)
-    path = write_data_list(args.out, splits, extra=properties)
-    print(f"{path}: {split_summary(splits)}")
-    print(f"{properties.get('name', Path(args.root).name)}: channels {_names(properties.get('modality', {}))}; "
-          f"labels {_names(properties.get('labels', {}))}")
+    path = write_converted(converted, args.out)
+    print(f"{path}: {split_summary(converted.splits)}")
+    print("\n".join(converted.notes_for(path)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Usage: python scripts/convert_hippocampus.py --root Datasets/EADC --out data_lis
 The authors flag five EADC subjects whose label does not match the image (sub8, sub35, sub65, sub85, sub134): they
 are left out when the --root folder's name contains "EADC" (any case) or with --exclude-flagged; --keep-flagged keeps
 them. Paths in the list are relative to --root: pass it as ``data_root`` when loading.
+``+experiment=eadc`` (hfh, lpba40) makes this list itself when it is missing and EADC_ROOT (HFH_ROOT,
+LPBA40_ROOT) is set, with the same code (``tcurseg.data.layouts``; eadc leaves the flagged subjects out).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tcurseg.data.errors import DataError  # noqa: E402
-from tcurseg.data.lists import EADC_FLAGGED, hippocampus_layout_to_list, split_summary, write_data_list  # noqa: E402
+from tcurseg.data.layouts import convert, write_converted  # noqa: E402
+from tcurseg.data.lists import EADC_FLAGGED, split_summary  # noqa: E402
 
 
 def main() -> None:
@@ -27,18 +30,14 @@ def main() -> None:
     flagged.add_argument("--keep-flagged", dest="exclude_flagged", action="store_const", const=False,
                          help="keep them")
     args = parser.parse_args()
-    exclude = args.exclude_flagged
-    if exclude is None:
-        exclude = "eadc" in Path(args.root).resolve().name.lower()
     try:
-        splits = hippocampus_layout_to_list(args.root, EADC_FLAGGED if exclude else ())
+        converted = convert("hippocampus", args.root, exclude_flagged=args.exclude_flagged)
     except DataError as err:
         sys.exit(f"error: {err}")
-    path = write_data_list(args.out, splits)
-    print(f"{path}: {split_summary(splits)}")
-    if splits.get("excluded"):
-        subjects = ", ".join(entry["id"] for entry in splits["excluded"])
-        print(f"note: left out the EADC subjects whose label does not match the image: {subjects} (--keep-flagged)")
+    path = write_converted(converted, args.out)
+    print(f"{path}: {split_summary(converted.splits)}")
+    for note in converted.notes_for(path):
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":

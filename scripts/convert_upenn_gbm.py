@@ -7,6 +7,8 @@ Usage: python scripts/convert_upenn_gbm.py --root UPENN-GBM/NIfTI-files --out da
 (in_channels 4), label values 0, 1, 2, 4. The release has manual segmentations for part of its scans only: a case
 without one is an error, or with --skip-unlabelled is left out (kept under ``unlabelled`` in the JSON). Paths are
 relative to --root: pass it as ``data_root`` when loading (conf/data/upenn_gbm.yaml).
+``+experiment=upenn_gbm`` makes this list itself (with --skip-unlabelled) when it is missing and UPENN_GBM_ROOT
+is set, with the same code and defaults (``tcurseg.data.layouts``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tcurseg.data.errors import DataError  # noqa: E402
-from tcurseg.data.lists import (  # noqa: E402
-    UPENN_GBM_MODALITIES,
-    split_summary,
-    upenn_gbm_layout_to_list,
-    write_data_list,
-)
-
-SHOWN = 5
+from tcurseg.data.layouts import convert, write_converted  # noqa: E402
+from tcurseg.data.lists import UPENN_GBM_MODALITIES, split_summary  # noqa: E402
 
 
 def main() -> None:
@@ -39,17 +35,14 @@ def main() -> None:
                         help="leave out the cases without a manual segmentation instead of failing")
     args = parser.parse_args()
     try:
-        splits = upenn_gbm_layout_to_list(args.root, args.val_frac, args.test_frac, args.seed, args.modalities,
-                                          skip_unlabelled=args.skip_unlabelled)
+        converted = convert("upenn_gbm", args.root, args.val_frac, args.test_frac, args.seed,
+                            skip_unlabelled=args.skip_unlabelled, modalities=args.modalities)
     except DataError as err:
         sys.exit(f"error: {err}")
-    path = write_data_list(args.out, splits)
-    print(f"{path}: {split_summary(splits)}")
-    unlabelled = [entry["id"] for entry in splits.get("unlabelled", [])]
-    if unlabelled:
-        more = f", ... ({len(unlabelled)} in all)" if len(unlabelled) > SHOWN else ""
-        print(f"note: left out {len(unlabelled)} case(s) without a manual segmentation: "
-              f"{', '.join(unlabelled[:SHOWN])}{more} (listed under 'unlabelled' in {path})")
+    path = write_converted(converted, args.out)
+    print(f"{path}: {split_summary(converted.splits)}")
+    for note in converted.notes_for(path):
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":

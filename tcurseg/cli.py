@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from tcurseg.data.errors import DataError
+from tcurseg.engine.errors import RunError
+from tcurseg.engine.preemption import PREEMPTED_EXIT, Preempted
 from tcurseg.paths import conf_dir
 
 log = logging.getLogger("tcurseg")
@@ -26,13 +27,17 @@ def user_errors() -> Iterator[None]:
     """Bad configuration or input ends the program with one clear line (TCURSEG_DEBUG=1 shows the traceback)."""
     try:
         yield
-    except (ValueError, FileNotFoundError, DataError, MissingMandatoryValue) as err:
+    except (ValueError, FileNotFoundError, DataError, RunError, MissingMandatoryValue) as err:
         if os.environ.get("TCURSEG_DEBUG"):
             raise
         if isinstance(err, MissingMandatoryValue):
             err = ValueError(f"missing value for {err.full_key}: give it on the command line ({err.full_key}=...)")
         _log_to_files(str(err))
         sys.exit(f"tcurseg: error: {err}")
+    except Preempted as preempted:
+        _log_to_files(str(preempted))
+        print(f"tcurseg: preempted: {preempted}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT)
     except KeyboardInterrupt:
         print("tcurseg: interrupted: run the same command again to resume from the newest checkpoint", file=sys.stderr)
         sys.exit(130)
@@ -76,14 +81,17 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def prepare_data(data_cfg: DictConfig, splits: tuple[str, ...]) -> None:
-    """Generate the embedded synthetic data set when the config asks for it, then check every file of ``splits``."""
+    """Generate the embedded synthetic data set when the config asks for it, make a real data set's missing list from
+    its tree (``data.layout``: :func:`tcurseg.data.layouts.ensure_data_list`), then check every file of ``splits``."""
     from tcurseg.data import synth
     from tcurseg.data.check import assert_dataset_ok
+    from tcurseg.data.layouts import ensure_data_list
 
     spec = data_cfg.get("synth")
     if spec:
         spacing, box = synth.PRESETS[spec.task]
         synth.ensure_generated(spec.task, spec.out_dir, int(spec.n_subjects), int(spec.seed), spacing, box,
                                splits=tuple(float(f) for f in spec.get("splits", (0.6, 0.2, 0.2))))
+    ensure_data_list(data_cfg)
     if data_cfg.get("check", True):
         assert_dataset_ok(data_cfg, splits=splits)

@@ -84,7 +84,7 @@ def predict(cfg: DictConfig) -> Path:
     predict_cases(model, entries, run_cfg.data, out, roi=list(run_cfg.model.img_size),
                   overlap=float(cfg.eval.overlap),
                   sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
-                  device=device, amp=amp_dtype(device, cfg.amp) is not None,
+                  device=device, dtype=amp_dtype(device, run_cfg.amp),
                   overlays=int(cfg.eval.overlays), with_label=False, predictions_dir=out,
                   **inference_options(cfg.eval, run_cfg))
     log.info("%d predictions written to %s", len(entries), out)

@@ -5,9 +5,11 @@ an experiment, trains (resuming from the newest checkpoint in the output dir), t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra import compose
@@ -17,6 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from tcurseg.cli import check_config, prepare_data, user_errors
 from tcurseg.engine.runconfig import fresh_dir, pretrained_weights
 from tcurseg.paths import conf_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from tcurseg.engine.distributed import DistInfo
 
 log = logging.getLogger("tcurseg.train")
 
@@ -67,27 +74,46 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # torch, MONAI and peft are imported here, not at the top: `--help` and config errors answer before they load
     import torch
 
-    from tcurseg.data.lists import load_data_list
-    from tcurseg.engine.dataload import resolve_sw_batch_size
-    from tcurseg.engine.distributed import barrier, init_distributed, shutdown
-    from tcurseg.engine.evaluator import format_table, inference_options, predict_cases, write_evaluation
-    from tcurseg.engine.report import write_summary_json
-    from tcurseg.engine.runlog import use_run_log
+    from tcurseg.engine.distributed import init_distributed, launched_by_torchrun, local_rank, on_main, shutdown
+    from tcurseg.engine.runlock import run_lock
     from tcurseg.engine.runtime import resolve_device
-    from tcurseg.engine.trainer import Trainer, run_model_file
 
     pretrain_first(cfg)
-    dist = init_distributed("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
-    device = resolve_device(cfg.device, dist.local_rank)
-    if dist.is_main:
-        prepare_data(cfg.data, splits=("training", "validation", "test"))
-    barrier(dist)
+    device = resolve_device(cfg.device, local_rank(), launched_by_torchrun())
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed crop and window sizes: autotune once
+    dist = init_distributed(device)
+    try:
+        on_main(lambda: prepare_data(cfg.data, splits=("training", "validation", "test")), dist)
+        run_dir = on_main(lambda: run_folder(cfg, run_dir), dist)
+        with contextlib.ExitStack() as held:
+            on_main(lambda: held.enter_context(run_lock(run_dir)), dist)
+            return train_and_evaluate(cfg, run_dir, dist, device)
+    finally:
+        shutdown(dist)
+
+
+def run_folder(cfg: DictConfig, run_dir: Path) -> Path:
+    """``run_dir``, or with ``resume=false`` a fresh folder beside it when ``run_dir`` holds another run."""
     if not cfg.resume:
         fresh = fresh_dir(run_dir)
         if fresh != run_dir:
             log.info("resume=false: %s holds another run, training into %s", run_dir, fresh)
             run_dir = fresh
     run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def train_and_evaluate(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -> dict:
+    """Train into ``run_dir`` (this process's share under torchrun), then evaluate the test split on rank 0."""
+    import torch
+
+    from tcurseg.data.lists import load_data_list
+    from tcurseg.engine.dataload import resolve_sw_batch_size
+    from tcurseg.engine.evaluator import format_table, inference_options, predict_cases, write_evaluation
+    from tcurseg.engine.report import write_summary_json
+    from tcurseg.engine.runlog import use_run_log
+    from tcurseg.engine.trainer import Trainer, run_model_file
+
     use_run_log(run_dir, dist)
     log.info("run folder %s", run_dir.resolve())
     trainer = Trainer(cfg, run_dir, dist, device)
@@ -104,7 +130,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         rows = predict_cases(trainer.model, test, cfg.data, run_dir / "eval", roi=list(cfg.model.img_size),
                              overlap=float(cfg.eval.overlap),
                              sw_batch_size=resolve_sw_batch_size(cfg.eval.sw_batch_size, device),
-                             device=device, amp=trainer.amp is not None,
+                             device=device, dtype=trainer.amp,
                              overlays=int(cfg.eval.overlays), with_label=True, **inference_options(cfg.eval, cfg))
         evaluation = write_evaluation(rows, {"params": summary["params"], "split": "test",
                                              "evaluated": summary["evaluated"]}, run_dir / "eval")
@@ -113,7 +139,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("test split (%d cases), %s:\n%s", len(test), cfg.method.name, format_table(evaluation))
     if dist.is_main:
         write_summary_json(summary, run_dir / "summary.json")
-    shutdown(dist)
     return summary
 
 

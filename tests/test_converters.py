@@ -418,3 +418,59 @@ def test_scripts_convert_and_fail_cleanly(tmp_path):
         assert run.stderr.splitlines()[0].endswith("layout: 2 problem(s):")
         assert all(any(f"{name} not found" in line for line in run.stderr.splitlines()) for name in names)
     assert not (out / "broken.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------- killed; fabricated
+
+
+KILL_DURING_WRITE = """
+import os, runpy, signal, sys
+def killed(fd):  # the list is written but not yet renamed into place: the process dies here
+    os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = killed
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_killed_conversion_leaves_nothing_that_passes_for_a_list(tmp_path):
+    root = make_gli(tmp_path / "GLI", n=3)
+    out = tmp_path / "lists" / "gli.json"
+    run = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, str(REPO / "scripts" / "convert_brats.py"),
+                          "--root", str(root), "--out", str(out)], capture_output=True, text=True, check=False)
+    assert run.returncode == -9
+    assert not out.exists()
+    left = list(out.parent.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".gli.json.") and left[0].name.endswith(".tmp")
+    with pytest.raises(DataError, match="data list not found"):
+        load_data_list(out, root)
+    assert _run("convert_brats.py", "--root", root, "--out", out).returncode == 0
+    assert len(load_data_list(out, root)["training"]) == 2
+
+
+@pytest.mark.parametrize("release, names, values", [
+    ("2021", ("flair", "t1", "t1ce", "t2", "seg"), {0, 1, 2, 4}),
+    ("gli", ("t2f", "t1n", "t1c", "t2w", "seg"), {0, 1, 2, 3}),
+])
+def test_fabricated_brats_tree_has_the_release_layout(tmp_path, release, names, values):
+    """The fabricated tree at a coarse spacing (the real grid: 240 x 240 x 155 at 1 mm): names, geometry, labels,
+    and the converter reads it."""
+    from tcurseg.data.brats_tree import brats_grid, case_name, write_brats_tree
+
+    assert brats_grid(1.0)[0] == (240, 240, 155)
+    np.testing.assert_array_equal(brats_grid(1.0)[1], [[-1, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]])
+    root = tmp_path / release
+    write_brats_tree(root, 2, release, spacing=8.0, workers=1)
+    case = case_name(release, 1)
+    sep = "_" if release == "2021" else "-"
+    assert sorted(p.name for p in root.iterdir()) == sorted(case_name(release, i) for i in range(2))
+    files = [root / case / f"{case}{sep}{name}.nii.gz" for name in names]
+    assert sorted(p.name for p in (root / case).iterdir()) == sorted(f.name for f in files)
+    for f in files:
+        img = nib.load(f)
+        assert img.shape == (30, 30, 19) and np.allclose(img.header.get_zooms(), 8.0)
+        assert img.get_data_dtype() == (np.uint8 if f.name.endswith("seg.nii.gz") else np.int16)
+    label = np.asarray(nib.load(files[-1]).dataobj)
+    assert set(np.unique(label).tolist()) <= values and (label > 0).any()
+    splits = brats_layout_to_list(root, 0.0, 0.5) if release == "2021" else brats_gli_layout_to_list(root, 0.0, 0.5)
+    assert [len(splits[s]) for s in SPLITS] == [1, 0, 1]

@@ -90,16 +90,33 @@ def load_data_list(path: str | Path, data_root: str | Path | None = None) -> dic
     return splits
 
 
-def write_data_list(path: str | Path, splits: dict[str, list[dict]], extra: dict | None = None) -> Path:
-    """Write ``splits`` (and optional extra top-level keys) as an indented JSON data list."""
+def write_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a hidden temporary file next to ``path``, flush it to disk, then rename it to ``path``: a
+    reader (or a later run) finds the old file, no file, or the whole new one, never a part; a process killed on the
+    way leaves only the hidden ``.<name>.<pid>.tmp``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_data_list(path: str | Path, splits: dict[str, list[dict]], extra: dict | None = None) -> Path:
+    """Write ``splits`` (and optional extra top-level keys) as an indented JSON data list, atomically
+    (:func:`write_atomically`)."""
     content = {split: list(splits.get(split, [])) for split in SPLITS}
     content.update({k: v for k, v in splits.items() if k not in SPLITS})
     if extra:
         content.update(extra)
-    path.write_text(json.dumps(content, indent=2) + "\n")
-    return path
+    return write_atomically(path, json.dumps(content, indent=2) + "\n")
 
 
 def _problems_error(layout: str, problems: Sequence[str]) -> DataError:

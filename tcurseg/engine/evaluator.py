@@ -47,7 +47,7 @@ def inference_options(eval_cfg: Mapping, run_cfg: Mapping) -> dict:
 
 
 def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: Mapping, out_dir: Path, *,
-                  roi: Sequence[int], overlap: float, device: torch.device, amp: bool, overlays: int,
+                  roi: Sequence[int], overlap: float, device: torch.device, dtype: torch.dtype | None, overlays: int,
                   with_label: bool, sw_batch_size: int = 4, predictions_dir: Path | None = None,
                   mirror_axes: Sequence[int] = (), keep_components: Mapping[str, int] | None = None) -> list[dict]:
     """Predict every case; writes ``<id>.nii.gz`` into ``predictions_dir`` (default ``out_dir/predictions``) and
@@ -65,7 +65,7 @@ def predict_cases(model: torch.nn.Module, entries: Sequence[Mapping], data_cfg: 
         case = str(entry.get("id", i))
         data = transform(dict(entry))
         image = data["image"]
-        logits = sliding_window_predict(model, image.unsqueeze(0).to(device), roi, overlap=overlap, amp=amp,
+        logits = sliding_window_predict(model, image.unsqueeze(0).to(device), roi, overlap=overlap, dtype=dtype,
                                         sw_batch_size=sw_batch_size, mirror_axes=mirror_axes)
         pred = keep_largest_components(values[logits.argmax(1)[0].cpu().numpy()], regions, keep, values[0])
         original = np.asarray(image.meta["original_affine"], dtype=np.float64)

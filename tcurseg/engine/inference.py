@@ -29,14 +29,15 @@ def sliding_window_predict(
     roi_size: Sequence[int],
     overlap: float = 0.5,
     sw_batch_size: int = 1,
-    amp: bool = False,
+    dtype: torch.dtype | None = None,
     mirror_axes: Sequence[int] = (),
 ) -> torch.Tensor:
     """Logits (B, out_channels, D, H, W), float32, for an image (B, C, D, H, W) of any spatial size.
 
     Runs ``monai.inferers.sliding_window_inference`` with windows of ``roi_size`` overlapping by ``overlap``,
-    under ``torch.no_grad()`` with the model in eval mode (its previous mode is restored), and under CUDA
-    autocast when ``amp`` is set and ``image`` is on a CUDA device. With ``mirror_axes`` (spatial axes, 0 = D) the
+    under ``torch.no_grad()`` with the model in eval mode (its previous mode is restored), and under autocast to
+    ``dtype`` on the image's device when it is given: the dtype the model was trained in
+    (:func:`tcurseg.engine.runtime.amp_dtype`), never fp16 for a bf16 model, whose logits can overflow fp16. With ``mirror_axes`` (spatial axes, 0 = D) the
     logits are the mean over the image and its mirror images along every non-empty subset of those axes, each
     prediction flipped back (nnU-Net's test-time mirroring: 2^k passes for k axes).
     """
@@ -49,7 +50,8 @@ def sliding_window_predict(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.autocast(device_type="cuda", enabled=amp and image.is_cuda):
+        with torch.no_grad(), torch.autocast(image.device.type, dtype=dtype or torch.float32,
+                                                 enabled=dtype is not None):
             total = torch.zeros(())
             for dims in flips:
                 logits = sliding_window_inference(

@@ -26,7 +26,7 @@ def use_run_log(run_dir: Path, dist: DistInfo) -> None:
         handler = logging.FileHandler(run_dir / LOG_NAME, mode="a")
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
-    if dist.enabled:
+    if dist.world_size > 1:
         tagged = logging.Formatter(f"[rank {dist.rank}]{FORMAT}")
         for handler in root.handlers:
             if type(handler) is logging.StreamHandler:

@@ -23,6 +23,10 @@ from tcurseg.peft.layers import AdaptedLinear, replace_module
 from tcurseg.tensor import apply_lowrank, lowrank_operators, num_slices, real_slice_mask, spectral_delta, spectral_dtype
 
 
+GROUPS_ATTR = "adapter_groups"
+"""The ``nn.ModuleDict`` of the model that holds its spectral groups."""
+
+
 class HalfSpectrumParameter(nn.Module):
     """A trainable complex K x ... tensor of the half spectrum of a real L-stack: the slices that are real for every
     real tensor (k = 0, and k = L/2 for even L) have no imaginary parameter, so the real degrees of freedom are
@@ -135,7 +139,7 @@ class SpectralLinear(AdaptedLinear):
 def install(model: nn.Module, groups: dict[str, SpectralGroup]) -> None:
     """Register the groups under ``model.adapter_groups``, swap every member module for a :class:`SpectralLinear`,
     and add the root hooks that open and close a forward pass."""
-    model.add_module("adapter_groups", nn.ModuleDict(groups))
+    model.add_module(GROUPS_ATTR, nn.ModuleDict(groups))
     for group in groups.values():
         for slots in group.weight_group.modules:
             layer = SpectralLinear(slots.module, group, slots.positions)
@@ -159,7 +163,7 @@ def _end_pass(module: nn.Module, args: tuple, output: object) -> None:
 
 
 def spectral_groups(model: nn.Module) -> list[SpectralGroup]:
-    container = getattr(model, "adapter_groups", None)
+    container = getattr(model, GROUPS_ATTR, None)
     return [g for g in container.values() if isinstance(g, SpectralGroup)] if container is not None else []
 
 

@@ -23,10 +23,11 @@ def real_slice_mask(L: int) -> torch.Tensor:
     return torch.tensor([k == 0 or 2 * k == L for k in range(K)], dtype=torch.bool, device="cpu")
 
 
-def slice_multiplicity(L: int) -> torch.Tensor:
+def slice_multiplicity(L: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """How often each independent slice occurs in the full spectrum: 1 for real slices, 2 for the others
-    (D_k and its mirror D_{L-k} = conj(D_k)). Sums to L."""
-    return 2.0 - real_slice_mask(L).float()
+    (D_k and its mirror D_{L-k} = conj(D_k)). Sums to L. Made on ``device`` (no host tensor is copied)."""
+    k = torch.arange(num_slices(L), device=device)
+    return 2.0 - ((k == 0) | (2 * k == L)).to(dtype)
 
 
 def spectral_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -88,7 +89,7 @@ def lowrank_operators(
     k = torch.arange(K, dtype=torch.float64, device=C.device)
     l = torch.arange(L, dtype=torch.float64, device=C.device)
     theta = (2 * math.pi / L) * torch.outer(l, k)
-    weight = slice_multiplicity(L).to(device=C.device, dtype=torch.float64) / L
+    weight = slice_multiplicity(L, C.device, torch.float64) / L
     phase = (weight * torch.polar(torch.ones_like(theta), theta)).to(M.dtype)
     G = phase[:, :, None, None] * M.unsqueeze(0)
     Gt = G.transpose(-1, -2)
