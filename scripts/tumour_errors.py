@@ -2,7 +2,7 @@
 
 1. How far intensity alone separates the lesions from normal tissue: one threshold on the z-scored brain intensity
    (as the training transforms normalise it), chosen on the training split, marks WT on the other splits.
-2. For each run folder given, on its saved predictions (``eval/predictions`` for test, ``eval_validation/predictions``
+2. For each run folder given, on its saved predictions (``eval/predictions`` for test, ``eval/validation-best/predictions``
    for validation: ``python -m tcurseg.evaluate run=RUN split=validation`` writes them): the Dice of each region as
    evaluated, and after removing every predicted WT component (26-connected) that holds no TC voxel, i.e. oedema
    marked with no tumour core inside it.
@@ -24,7 +24,7 @@ from tcurseg.data.synth import REGIONS as TASK_REGIONS
 from tcurseg.engine.metrics import dice_score as dice
 
 REGIONS = TASK_REGIONS["synth_tumor"]
-PREDICTIONS = {"test": "eval", "validation": "eval_validation"}
+PREDICTIONS = {"test": "eval", "validation": "eval/validation-best"}
 
 
 def drop_coreless_wt(pred: np.ndarray) -> np.ndarray:

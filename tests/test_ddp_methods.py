@@ -6,10 +6,8 @@ trainable tensors on both ranks, all of them moved. The entry point under torchr
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -51,12 +49,6 @@ dist.destroy_process_group()
 '''
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> tuple[dict, dict]:
     tmp = tmp_path_factory.mktemp("ddp_methods")
@@ -65,9 +57,11 @@ def ranks(tmp_path_factory) -> tuple[dict, dict]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-                           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(worker), str(tmp),
-                           *METHODS], env=env, capture_output=True, text=True, timeout=300)
+    # --standalone: torchrun's rendezvous takes a free port itself (a port found free here could be taken by another
+    # process, another pytest worker's torchrun say, before torchrun binds it)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                           "--nproc_per_node=2", str(worker), str(tmp), *METHODS], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
     return torch.load(tmp / "rank0.pt"), torch.load(tmp / "rank1.pt")
 

@@ -3,6 +3,7 @@ bundle whose inference, run by MONAI's own bundle runner, predicts what ``tcurse
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -13,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from rounding import counted_forward, output_bound, sum_bound
 
+from tcurseg import peft
 from tcurseg.engine.runconfig import stored_config
 from tcurseg.engine.trainer import build_model
-from tcurseg.export import export
+from tcurseg.export import export, plain_network
 from tcurseg.paths import conf_dir
 
 pytestmark = pytest.mark.e2e
@@ -47,6 +50,55 @@ def _fake_run(tmp_path: Path, method: str) -> tuple[Path, torch.nn.Module]:
     return run, model
 
 
+def assert_exported_merge(state: dict, model: torch.nn.Module, run_cfg: DictConfig, base: dict) -> int:
+    """``state`` (an exported plain MONAI state dict) holds ``model``'s weights with its adapter merged, W0 + dW: each
+    tensor within float32's rounding of the merge (a sum over at most the adapter's tensors, of the size of W0 and dW)
+    of the merge computed in float64; and MONAI's network with the float64 weights computes what the adapted model
+    computes, up to float64 rounding (``rounding.py``). ``base`` holds the tensors before training, under plain or
+    wrapped (``base_layer``) keys; returns how many exported tensors differ from them."""
+    model64 = copy.deepcopy(model).double()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        exact = plain_network(model64, run_cfg)
+    finally:
+        torch.set_default_dtype(default)
+    assert state.keys() == exact.state_dict().keys()
+    n_adapter = sum(t.numel() for t in peft.adapter_state(model64)[0].values())
+    changed = 0
+    for key, value in exact.state_dict().items():
+        assert value.dtype == torch.float64 and state[key].dtype == torch.float32
+        before = _base_tensor(base, key).double()
+        scale = value.abs().max().item() + (value - before).abs().max().item()
+        bound = torch.finfo(torch.float32).eps * value.abs() + sum_bound(n_adapter, scale, torch.float32)
+        assert ((state[key].double() - value).abs() <= bound).all(), key
+        changed += not torch.equal(state[key].double(), before)
+
+    x = torch.randn(1, 1, *run_cfg.model.img_size, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        y, n_terms = counted_forward(model64.eval(), x)
+        assert (y - base_output(base, run_cfg, x)).abs().max().item() > 1e-3  # the update changes the output
+        assert (exact.eval()(x) - y).abs().max().item() <= output_bound(n_terms, y)
+    return changed
+
+
+def base_output(base: dict, run_cfg: DictConfig, x: torch.Tensor) -> torch.Tensor:
+    """The output of the network with the tensors of ``base`` (float64)."""
+    from tcurseg.engine.trainer import model_config
+    from tcurseg.models import build_network
+
+    network = build_network(model_config(run_cfg))
+    network.load_state_dict({k: _base_tensor(base, k) for k in network.state_dict()})
+    with torch.no_grad():
+        return network.double().eval()(x)
+
+
+def _base_tensor(base: dict, key: str) -> torch.Tensor:
+    """The tensor of ``base`` under a plain MONAI key (HF peft wraps a layer's own weight as ``base_layer``)."""
+    parent, _, leaf = key.rpartition(".")
+    return base[key] if key in base else base[f"{parent}.base_layer.{leaf}"]
+
+
 @pytest.mark.parametrize("method", ["tcurlora", "lora"])
 def test_state_dict_is_plain_monai_and_merged(tmp_path, method):
     run, model = _fake_run(tmp_path, method)
@@ -59,9 +111,12 @@ def test_state_dict_is_plain_monai_and_merged(tmp_path, method):
     state = torch.load(out, weights_only=True)
     assert state.keys() == plain.state_dict().keys()          # nothing of tcurseg or peft inside
     plain.load_state_dict(state)
-    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        assert (plain.eval()(x) - model.eval()(x)).abs().max().item() < 1e-4
+
+    run_cfg = OmegaConf.create(torch.load(run / "model_best.pt", weights_only=True)["config"])
+    torch.manual_seed(0)
+    base = build_model(run_cfg, load_base=False).state_dict()  # the fake run's model before its update
+    # qkv, out_proj, linear1, linear2 of 12 blocks hold their update, the rest is as it was
+    assert assert_exported_merge(state, model, run_cfg, base) == 48
 
 
 def test_bundle_runs_in_monai_and_predicts_what_tcurseg_predicts(tmp_path):

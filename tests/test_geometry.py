@@ -58,7 +58,7 @@ def test_anisotropic_oblique_case_round_trips(tmp_path, spacing):
     data_cfg = {"label_values": [0, 1], "regions": {"ball": [1]}, "spacing": spacing}
     rows = predict_cases(Threshold(_midway_level(entry, data_cfg)), [entry], data_cfg, tmp_path / "out",
                          roi=[16, 16, 16], overlap=0.25,
-                         device=torch.device("cpu"), amp=False, overlays=0, with_label=True)
+                         device=torch.device("cpu"), dtype=None, overlays=0, with_label=True)
     written = nib.load(tmp_path / "out" / "predictions" / "oblique.nii.gz")
     original = nib.load(entry["label"])
     assert written.shape == original.shape == (48, 48, 14)

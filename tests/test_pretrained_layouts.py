@@ -12,6 +12,7 @@ import torch
 from monai.networks.nets import ViTAutoEnc
 
 from tcurseg.models import build_unetr, load_pretrained, require_complete_encoder
+from tcurseg.models.checkpoint import KeyReport
 
 TINY = {"in_channels": 1, "out_channels": 2, "img_size": [32, 32, 32], "feature_size": 8, "hidden_size": 32,
         "mlp_dim": 64, "num_heads": 2}
@@ -27,8 +28,20 @@ def _encoder_total(model: torch.nn.Module) -> int:
 
 
 def _same_encoder(a: dict, model: torch.nn.Module) -> bool:
-    target = model.state_dict()
-    return all(torch.equal(v, target[k]) for k, v in a.items() if k in target)
+    """Every encoder tensor of ``model`` is in ``a`` (under the model's key) and equal to it: an ``a`` whose keys
+    match nothing is not the same encoder."""
+    encoder = {k: v for k, v in model.state_dict().items() if k.startswith("vit.") and "norm_cross_attn" not in k}
+    assert len(encoder) == _encoder_total(model) > 100
+    return all(k in a and torch.equal(a[k], v) for k, v in encoder.items())
+
+
+def test_same_encoder_needs_every_encoder_tensor():
+    source, other = _tiny(), _tiny(seed=1)
+    state = source.state_dict()
+    assert _same_encoder(state, source) and not _same_encoder(state, other)
+    assert not _same_encoder({}, source)  # nothing matched: not the same
+    assert not _same_encoder({f"module.{k}": v for k, v in state.items()}, source)  # keys not mapped
+    assert not _same_encoder({k: v for k, v in state.items() if "blocks.11." not in k}, source)
 
 
 def test_authors_dataparallel_checkpoint(tmp_path):
@@ -74,6 +87,13 @@ def test_research_contributions_unetr_perceptron(tmp_path):
         require_complete_encoder(report, "tcurlora")
     assert "\n" not in str(err.value)
     require_complete_encoder(report, "full")  # full fine-tuning trains whatever was not loaded
+
+
+def test_a_report_that_counted_no_encoder_tensor_is_not_complete():
+    empty = KeyReport(path="w.pt", encoder_prefix="vit.")
+    with pytest.raises(ValueError, match=r"w\.pt: no vit\.\* tensor of the model was counted.*method=tcurlora"):
+        require_complete_encoder(empty, "tcurlora")
+    require_complete_encoder(empty, "full")  # full fine-tuning freezes nothing
 
 
 def test_monai_self_supervised_vit_autoenc(tmp_path):

@@ -1,10 +1,14 @@
-"""Synthetic generator: plausible anatomy, labels, determinism, caching."""
+"""Synthetic generator: plausible anatomy, labels, determinism, caching, the parallel path, and a generation killed
+half-way that leaves nothing a later run takes for finished."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import signal
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +25,11 @@ TUMOR = {"spacing": 4.0, "box_mm": synth.TUMOR_BOX_MM}
 
 @pytest.fixture(scope="module")
 def hippo(tmp_path_factory):
-    return synth.generate("synth_hippo", tmp_path_factory.mktemp("hippo"), 2, seed=0, **HIPPO)
+    """Made in this process alone (one CPU offered: no worker processes)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synth, "available_cpus", lambda: 1)
+        patch.setattr(synth, "ProcessPoolExecutor", None)  # calling it would fail the fixture
+        return synth.generate("synth_hippo", tmp_path_factory.mktemp("hippo"), 2, seed=0, **HIPPO)
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +113,103 @@ def test_same_seed_identical_files_other_seed_differs(hippo, tmp_path):
 
 
 def test_subjects_made_in_worker_processes_equal_those_made_in_one(hippo, tmp_path, monkeypatch):
-    """generate() makes the subjects in one process per core; each from its own seeded generator, so the files are
-    those a single process writes."""
+    """generate() makes the subjects in one process per core (here 2 are offered, whatever the machine has); each
+    from its own seeded generator, so the files are those a single process writes."""
+    pools = []
+
+    class RecordedPool(synth.ProcessPoolExecutor):
+        def __init__(self, workers: int, **kwargs) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(synth, "available_cpus", lambda: 2)
+    monkeypatch.setattr(synth, "ProcessPoolExecutor", RecordedPool)
+    parallel = synth.generate("synth_hippo", tmp_path / "parallel", 2, seed=0, **HIPPO)
+    assert pools == [2]
+    assert _digest(parallel.parent) == _digest(hippo.parent) and len(_digest(hippo.parent)) == 4
+    assert parallel.read_bytes() == hippo.read_bytes()
+
+
+KILLED_GENERATOR = """
+import os, signal, sys
+import nibabel
+from tcurseg.data import synth
+
+out, kill_at = sys.argv[1], int(sys.argv[2])
+written = []
+real_save = nibabel.save
+
+
+def save_then_die(image, path):
+    # the process dies while file number kill_at is half written (SIGKILL: no cleanup of any kind runs)
+    real_save(image, path)
+    written.append(path)
+    if len(written) == kill_at:
+        os.truncate(path, os.path.getsize(path) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+synth.nib.save = save_then_die
+synth.available_cpus = lambda: 1
+synth.ensure_generated("synth_hippo", out, 2, 0, float(sys.argv[3]), synth.HIPPO_BOX_MM)
+"""
+
+
+def test_killed_generation_leaves_nothing_taken_for_finished_and_the_rerun_completes_it(hippo, tmp_path):
+    """Killed while writing the third file (sub1's image): no file under its final name is partial, the set is not
+    marked finished (no datalist.json), and the rerun keeps sub0 and writes the rest: the same bytes as a generation
+    that was never interrupted."""
+    script = tmp_path / "killed_generator.py"
+    script.write_text(KILLED_GENERATOR)
+    out = tmp_path / "hippo"
+    proc = subprocess.run([sys.executable, str(script), str(out), "3", str(HIPPO["spacing"])], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+    assert not (out / "datalist.json").exists()
+    finished = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz") if not p.name.startswith("."))
+    assert finished == ["sub0/sub0_img.nii.gz", "sub0/sub0_mask.nii.gz"]
+    reference = _digest(hippo.parent)
+    for name in finished:  # complete: each reads whole and is the file an uninterrupted generation writes
+        assert np.asarray(nib.load(out / name).dataobj).size > 0
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == reference[name]
+    partial = [p.name for p in out.rglob(".*partial*")]
+    assert len(partial) == 1 and partial[0].startswith(".sub1_img.nii.gz.")
+    kept = (out / "sub0" / "sub0_img.nii.gz").stat().st_mtime_ns
+
+    path = synth.ensure_generated("synth_hippo", out, 2, 0, **HIPPO)
+    assert _digest(out) == reference  # the dead process's partial file removed, too
+    assert path.read_bytes() == hippo.read_bytes()
+    assert (out / "sub0" / "sub0_img.nii.gz").stat().st_mtime_ns == kept  # completed, not redone
+    assert not (out / synth.PROGRESS_FILE).exists()
+    assert check_dataset({"data_list": str(path), "in_channels": 1, "label_values": [0, 1]},
+                         splits=("training", "test")) == []
+
+
+def test_an_interrupted_generation_with_other_parameters_is_not_reused(tmp_path, monkeypatch):
+    """A generation under way records its parameters; a later one with other parameters removes what it wrote."""
+    out = tmp_path / "t"
+    calls = []
+
+    def fail_after_one(*args) -> None:
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        real(*args)
+
+    real = synth._write_subject
     monkeypatch.setattr(synth, "available_cpus", lambda: 1)
-    alone = synth.generate("synth_hippo", tmp_path / "alone", 2, seed=0, **HIPPO)
-    assert _digest(alone.parent) == _digest(hippo.parent)
+    monkeypatch.setattr(synth, "_write_subject", fail_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate("synth_tumor", out, 2, seed=3, **TUMOR)
+    assert json.loads((out / synth.PROGRESS_FILE).read_text())["seed"] == 3
+    first = (out / "sub0" / "sub0_img.nii.gz").read_bytes()
+    assert not (out / "datalist.json").exists() and not (out / "sub1" / "sub1_img.nii.gz").exists()
+
+    monkeypatch.setattr(synth, "_write_subject", real)
+    path = synth.ensure_generated("synth_tumor", out, 2, seed=4, **TUMOR)
+    assert json.loads(path.read_text())["synth"]["seed"] == 4
+    assert (out / "sub0" / "sub0_img.nii.gz").read_bytes() != first
 
 
 def test_ensure_generated_skips_when_parameters_match(tmp_path):

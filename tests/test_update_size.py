@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from scripts_support import load_script
 from test_peft import adapted, perturb_adapter, tiny
 

@@ -17,6 +17,12 @@ Tasks:
 Output: ``out_dir/sub{i}/sub{i}_img.nii.gz`` (float32) and ``sub{i}_mask.nii.gz`` (uint8),
 ``train.txt``/``valid.txt``/``test.txt`` and ``datalist.json`` (relative paths, parameters under
 ``"synth"``). Deterministic per seed (subject i uses ``np.random.default_rng([seed, i])``).
+
+Interrupted generation: every file is written under a hidden temporary name in its folder, flushed to disk, then
+renamed (a file under its final name is always complete), and ``datalist.json``, which marks the set as finished, is
+written last, the same way. A generation records its parameters in ``.generating.json`` first; a rerun with the same
+parameters keeps the subjects already written and makes the rest, and removes the hidden ``.*.partial*`` files
+that a killed process left behind (nothing reads them).
 CLI: ``python -m tcurseg.data.synth --task synth_hippo --out data/synth_hippo --n 12 --seed 0``.
 """
 
@@ -25,8 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +48,9 @@ from tcurseg.data.lists import write_data_list
 from tcurseg.machine import available_cpus
 
 GENERATOR_VERSION = 2
+PROGRESS_FILE = ".generating.json"
+"""The parameters of a generation under way; removed once ``datalist.json`` is written."""
+PARTIAL_SUFFIX = ".partial"
 TASKS = ("synth_hippo", "synth_tumor")
 LABEL_VALUES = {"synth_hippo": [0, 1], "synth_tumor": [0, 1, 2, 4]}
 REGIONS = {"synth_hippo": {"hippocampus": [1]}, "synth_tumor": {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}}
@@ -231,21 +241,45 @@ def make_subject(
     return _intensity(rng, image, brain), label, affine
 
 
+def _replace_atomically(path: Path, write: Callable[[Path], None], suffix: str = "") -> None:
+    """``write`` a hidden temporary file next to ``path`` (named after it and this process, ending with ``.partial``
+    and ``suffix``), flush it to disk, then rename it to ``path``: a reader sees the old file, no file, or the whole
+    new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}{suffix}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=4)
     img.set_sform(affine, code=4)
-    nib.save(img, path)
+    _replace_atomically(path, lambda tmp: nib.save(img, tmp), ".nii.gz")  # nibabel picks the format by extension
+
+
+def _write_text(path: Path, text: str) -> None:
+    _replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def _subject_files(out: Path, i: int) -> tuple[Path, Path]:
+    return out / f"sub{i}" / f"sub{i}_img.nii.gz", out / f"sub{i}" / f"sub{i}_mask.nii.gz"
 
 
 def _write_subject(task: str, out: Path, i: int, seed: int, spacing: float, box_mm: Sequence | None) -> None:
     """Make subject ``i`` from its own generator (seeded by ``[seed, i]``: the same subject whichever process makes
     it) and write ``sub<i>/sub<i>_img.nii.gz`` and ``sub<i>_mask.nii.gz`` under ``out``."""
     image, label, affine = make_subject(task, np.random.default_rng([seed, i]), spacing, box_mm)
-    (out / f"sub{i}").mkdir(exist_ok=True)
-    _save(image, affine, out / f"sub{i}" / f"sub{i}_img.nii.gz")
-    _save(label, affine, out / f"sub{i}" / f"sub{i}_mask.nii.gz")
+    image_file, mask_file = _subject_files(out, i)
+    image_file.parent.mkdir(exist_ok=True)
+    _save(image, affine, image_file)
+    _save(label, affine, mask_file)
 
 
 def _split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
@@ -281,7 +315,8 @@ def generate(
 ) -> Path:
     """Write ``n_subjects`` synthetic subjects, the split files and ``datalist.json``; return its path.
 
-    ``box_mm`` None means the full MNI152 grid (182 x 218 x 182 at 1 mm)."""
+    ``box_mm`` None means the full MNI152 grid (182 x 218 x 182 at 1 mm). A generation with these parameters that
+    was interrupted is completed: the subjects it wrote are kept (module docstring)."""
     if task not in TASKS:
         raise DataError(f"unknown synthetic task {task!r}; choose one of {TASKS}")
     out = Path(out_dir)
@@ -289,9 +324,18 @@ def generate(
     list_path = out / "datalist.json"
     list_path.unlink(missing_ok=True)
     params = _params(task, n_subjects, seed, spacing, box_mm, splits)
+    _remove_orphaned_partials(out)
+    progress = out / PROGRESS_FILE
+    if _read_json(progress) != params:
+        # subjects of another generation must not pass for this one's: remove them before recording it
+        for i in range(n_subjects):
+            for path in _subject_files(out, i):
+                path.unlink(missing_ok=True)
+        _write_text(progress, json.dumps(params, indent=2) + "\n")
     ids = [f"sub{i}" for i in range(n_subjects)]
-    jobs = [(task, out, i, seed, spacing, box_mm) for i in range(n_subjects)]
-    workers = min(n_subjects, available_cpus())
+    jobs = [(task, out, i, seed, spacing, box_mm) for i in range(n_subjects)
+            if not all(path.is_file() for path in _subject_files(out, i))]
+    workers = min(len(jobs), available_cpus())
     if workers > 1 and "fork" in mp.get_all_start_methods():
         _template()  # loaded once here; the forked workers inherit the cache
         if task == "synth_hippo":
@@ -304,12 +348,44 @@ def generate(
     n_train, n_val, _ = _split_counts(n_subjects, splits)
     parts = {"training": ids[:n_train], "validation": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
     for split, txt in (("training", "train.txt"), ("validation", "valid.txt"), ("test", "test.txt")):
-        (out / txt).write_text("".join(f"{s}\n" for s in parts[split]))
+        _write_text(out / txt, "".join(f"{s}\n" for s in parts[split]))
     entries = {
         split: [{"id": s, "image": f"{s}/{s}_img.nii.gz", "label": f"{s}/{s}_mask.nii.gz"} for s in subs]
         for split, subs in parts.items()
     }
-    return write_data_list(list_path, entries, extra={"synth": params})
+    _replace_atomically(list_path, lambda tmp: write_data_list(tmp, entries, extra={"synth": params}))
+    progress.unlink(missing_ok=True)
+    return list_path
+
+
+def _remove_orphaned_partials(out: Path) -> None:
+    """Delete the temporary files that killed generations left in ``out`` (their process no longer runs); those
+    of a generation still running in another process stay."""
+    for path in [*out.glob(f".*{PARTIAL_SUFFIX}*"), *out.glob(f"sub*/.*{PARTIAL_SUFFIX}*")]:
+        pid = path.name.split(PARTIAL_SUFFIX)[0].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (on Windows, where signal 0 would interrupt it, assumed so)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
+
+
+def _read_json(path: Path) -> object:
+    """The JSON content of ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def ensure_generated(
@@ -325,15 +401,11 @@ def ensure_generated(
     was made with other parameters."""
     out = Path(out_dir)
     list_path = out / "datalist.json"
-    if list_path.is_file():
-        try:
-            recorded = json.loads(list_path.read_text()).get("synth")
-        except (OSError, json.JSONDecodeError):
-            recorded = None
-        wanted = _params(task, n_subjects, seed, spacing, box_mm, splits)
-        files = [out / f"sub{i}" / f"sub{i}_{kind}.nii.gz" for i in range(n_subjects) for kind in ("img", "mask")]
-        if recorded == wanted and all(f.is_file() for f in files):
-            return list_path
+    content = _read_json(list_path)
+    recorded = content.get("synth") if isinstance(content, dict) else None
+    files = [path for i in range(n_subjects) for path in _subject_files(out, i)]
+    if recorded == _params(task, n_subjects, seed, spacing, box_mm, splits) and all(f.is_file() for f in files):
+        return list_path
     return generate(task, out_dir, n_subjects, seed, spacing, box_mm, splits)
 
 

@@ -173,8 +173,14 @@ def _adapt_position_embeddings(source: dict, target: Mapping, model: nn.Module, 
 
 def require_complete_encoder(report: KeyReport, method: str) -> None:
     """Refuse, in one line, to keep an encoder frozen that the checkpoint did not fully provide (every method but
-    ``full`` freezes the encoder, or part of it)."""
-    if method == "full" or report.encoder_loaded == report.encoder_total:
+    ``full`` freezes the encoder, or part of it). A report that counted no encoder tensor at all proves nothing and
+    is refused too."""
+    if method == "full":
+        return
+    if report.encoder_total == 0:
+        raise ValueError(f"pretrained {report.path}: no {report.encoder_prefix}* tensor of the model was counted, so "
+                         f"nothing shows that method={method} keeps a loaded encoder frozen")
+    if report.encoder_loaded == report.encoder_total:
         return
     hints = " ".join(n for n in report.notes if "model.proj_type" in n)
     missing = [k for k in report.missing if _is_encoder_key(k, report.encoder_prefix)]
