@@ -54,7 +54,11 @@ def pretrain_first(cfg: DictConfig) -> None:
     weights = pretrained_weights(cfg)
     if not weights or not cfg.get("pretrain_recipe"):
         return
-    recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}", f"device={cfg.device}"])
+    # the recipe is found where this run's experiments are: the package's conf/ and any hydra.searchpath given
+    searchpath = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    recipe = compose(config_name="config", overrides=[f"+experiment={cfg.pretrain_recipe}", f"device={cfg.device}",
+                                                      *([f"hydra.searchpath=[{','.join(searchpath)}]"]
+                                                        if searchpath else [])])
     folder = Path(recipe.output_dir)
     if Path(weights).is_file():
         if Path(weights).resolve().parent != folder.resolve() or (folder / "summary.json").is_file():

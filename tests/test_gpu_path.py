@@ -27,7 +27,7 @@ from torch.utils._pytree import tree_leaves
 
 from tcurseg.data import synth
 from tcurseg.engine import distributed, runtime
-from tcurseg.engine.distributed import DistInfo, all_reduce_sum, init_distributed, on_all, on_main
+from tcurseg.engine.distributed import DistInfo, all_ranks_ok, all_reduce_sum, init_distributed, on_main
 from tcurseg.engine.errors import RunError
 from tcurseg.engine.runtime import amp_dtype, resolve_device
 from tcurseg.engine.trainer import Trainer, build_model, derived_buffers
@@ -179,7 +179,15 @@ def _raise_on_rank1(rank: int, store: str, results) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     info = DistInfo(rank, 2, rank, torch.device("cpu"), True)
     outcome = []
-    for step in (lambda: on_all(lambda: 1 / (1 - rank), info),  # rank 1 divides by zero
+    def divide() -> None:  # rank 1 divides by zero, as a case that fails on one rank only
+        error = None
+        try:
+            1 / (1 - rank)
+        except ZeroDivisionError as err:
+            error = err
+        all_ranks_ok(error, info)
+
+    for step in (divide,
                  lambda: on_main(lambda: (_ for _ in ()).throw(ValueError("bad case sub3.nii.gz")), info),
                  lambda: on_main(lambda: "chosen by rank 0", info)):
         try:

@@ -82,22 +82,10 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 
 
 def _gather_errors(error: BaseException | None, result: object, info: DistInfo) -> list[tuple]:
-    """Every rank's (error, result), in rank order."""
+    """Every rank's (error, result), in rank order (one collective)."""
     gathered: list[tuple] = [(None, None)] * info.world_size
     dist.all_gather_object(gathered, (_picklable(error), result))
     return gathered
-
-
-def raise_together(error: BaseException | None, info: DistInfo) -> None:
-    """Raise on every rank when any rank met an error: each rank passes the error it caught (or None); a rank raises
-    its own error, the others the first one by rank."""
-    if not info.enabled:
-        if error is not None:
-            raise error
-        return
-    first = next((e for e, _ in _gather_errors(error, None, info) if e is not None), None)
-    if first is not None:
-        raise error if error is not None else first
 
 
 def _picklable(error: BaseException | None) -> BaseException | None:
@@ -114,39 +102,30 @@ def _picklable(error: BaseException | None) -> BaseException | None:
 def on_main(fn: Callable[[], T], info: DistInfo) -> T:
     """Run ``fn`` on rank 0 (writing files, generating data, choosing a folder) while the others wait; an error on
     rank 0 is raised on every rank, and every rank gets rank 0's result (it must pickle)."""
+    if not info.enabled:
+        return fn()
     result, error = None, None
     if info.is_main:
         try:
             result = fn()
         except Exception as err:  # raised below, on every rank
             error = err
-    if not info.enabled:
-        if error is not None:
-            raise error
-        return result  # type: ignore[return-value]
     error, result = _gather_errors(error, result, info)[0]
     if error is not None:
         raise error
     return result  # type: ignore[return-value]
 
 
-def on_all(fn: Callable[[], T], info: DistInfo) -> T:
-    """Run ``fn`` on every rank; an error on any rank is raised on all of them."""
-    result, error = None, None
-    try:
-        result = fn()
-    except Exception as err:  # raised below, on every rank
-        error = err
-    raise_together(error, info)
-    return result  # type: ignore[return-value]
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        if info.device.type == "cuda":
-            dist.barrier(device_ids=[info.device.index])
-        else:
-            dist.barrier()
+def all_ranks_ok(error: BaseException | None, info: DistInfo) -> None:
+    """Raise on every rank when any rank met an error: each rank passes the error it caught (or None); a rank raises
+    its own error, the others the first one by rank."""
+    if not info.enabled:
+        if error is not None:
+            raise error
+        return
+    first = next((e for e, _ in _gather_errors(error, None, info) if e is not None), None)
+    if first is not None:
+        raise error if error is not None else first
 
 
 def shutdown(info: DistInfo) -> None:

@@ -38,7 +38,7 @@ from tcurseg.engine.dataload import (
     training_cases,
     validation_loader,
 )
-from tcurseg.engine.distributed import DistInfo, all_reduce_sum, any_rank, on_main
+from tcurseg.engine.distributed import DistInfo, all_ranks_ok, all_reduce_sum, any_rank, on_main
 from tcurseg.engine.errors import RunError
 from tcurseg.engine.inference import sliding_window_predict
 from tcurseg.engine.metrics import dice_score
@@ -300,7 +300,18 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> float:
         """Dice averaged over the report's regions (``data.regions``: TC/WT/ET for BraTS) and the validation cases
-        (this rank's share, then all ranks)."""
+        (this rank's share, then all ranks). A case that fails on one rank (an unreadable file) fails every rank."""
+        total, error = torch.zeros(2, dtype=torch.float64), None
+        try:
+            total += self._validate_share()
+        except Exception as err:  # raised below, on every rank
+            error = err
+        all_ranks_ok(error, self.dist)
+        total = all_reduce_sum(total, self.dist)
+        return float(total[0] / total[1]) if total[1] else math.nan
+
+    def _validate_share(self) -> torch.Tensor:
+        """(sum of the case Dice, number of cases) over this rank's validation cases."""
         roi = [int(s) for s in self.cfg.model.img_size]
         values = np.asarray(class_values(self.cfg.data))
         regions = [list(v) for v in self.cfg.data.regions.values()]
@@ -318,8 +329,7 @@ class Trainer:
             if self.val_overlay is None:
                 self.val_overlay = (data["image"][0].cpu().numpy(), truth, pred, str(entry.get("id", "")))
             total += torch.tensor([float(np.mean(scores)), 1.0], dtype=torch.float64)
-        total = all_reduce_sum(total, self.dist)
-        return float(total[0] / total[1]) if total[1] else math.nan
+        return total
 
     def best_record(self) -> dict | None:
         """The history record with the highest validation Dice (the earliest of equals), or None."""
