@@ -1,7 +1,8 @@
-"""Measure the two ways of applying the tCURLoRA update in a training step (design.md §2.6), side by side:
+"""Measure the two ways of applying the tCURLoRA update in a training step (docs/design.md section 2), side by side:
 
 * ``lowrank``: what tcurseg does — per model pass, a small mixing tensor per group; per layer a rank-2Kr real product.
-* ``materialised``: per model pass, dW = irfft(C dU R) for the whole group (L x m x n), then F.linear(x, W0 + dW_l).
+* ``materialised``: per model pass, dW = irfft(C dU R) for the whole group (L x m x n), then F.linear(x, W0 + dW_l)
+  (``tcurseg.peft.spectral.materialised``).
 
 Each variant (and peft LoRA at the same rank, for reference) runs in its own subprocess so that its peak resident
 memory (CPU) or max allocated memory (CUDA) is its own. Prints a table and writes JSON.
@@ -12,6 +13,7 @@ memory (CPU) or max allocated memory (CUDA) is its own. Prints a table and write
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -24,45 +26,33 @@ VARIANTS = ("lora", "lowrank", "materialised")
 def measure(variant: str, size: int, rank: int, steps: int, warmup: int, device_name: str) -> dict:
     import torch
     from monai.losses import DiceCELoss
-    from torch.nn import functional as F
 
     from tcurseg import peft
     from tcurseg.engine.runtime import peak_memory_mb
     from tcurseg.models import CNN_PRESETS, build_unetr
-    from tcurseg.peft.spectral import SpectralLinear
+    from tcurseg.peft.spectral import materialised
 
     device = torch.device(device_name)
     torch.manual_seed(0)
     model = build_unetr({"in_channels": 1, "out_channels": 2, "img_size": [size] * 3})
     method = "lora" if variant == "lora" else "tcurlora"
     peft.apply(model, {"name": method, "rank": rank, "alpha": rank, "trainable_modules": CNN_PRESETS["default"]})
-    if variant == "materialised":
-        deltas: dict[int, torch.Tensor] = {}
-
-        def forward(self: SpectralLinear, x: torch.Tensor) -> torch.Tensor:
-            group = self._spectral_group[0]
-            if id(group) not in deltas:
-                deltas[id(group)] = group.delta()
-            dW = deltas[id(group)][self.positions].reshape(self.out_features, self.in_features)
-            return F.linear(x, self.weight + dW, self.bias)
-
-        SpectralLinear.forward = forward
-        model.register_forward_pre_hook(lambda m, a: deltas.clear())
     model.to(device).train()
     optimizer = torch.optim.Adam(peft.trainable_parameters(model), lr=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     x = torch.randn(1, 1, size, size, size, device=device)
     y = (torch.rand(1, 1, size, size, size, device=device) > 0.9).float()
     times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+    with materialised(model) if variant == "materialised" else contextlib.nullcontext():
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     return {"variant": variant, "step_s": statistics.median(times), "peak_mb": peak_memory_mb(device)}
 
 

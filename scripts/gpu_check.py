@@ -24,6 +24,7 @@ Checks:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -246,30 +247,13 @@ def host_syncs(device: torch.device, sizes: dict, workdir: Path) -> dict:
 
 def tcur_paths(device: torch.device, sizes: dict, workdir: Path) -> dict:
     """tCURLoRA's low-rank path (what tcurseg runs) against the materialised update W0 + dW, side by side."""
-    from torch.nn import functional as F
-
-    from tcurseg.peft.spectral import SpectralLinear
+    from tcurseg.peft.spectral import materialised
 
     rows = {}
-    original = SpectralLinear.forward
     for variant in ("lowrank", "materialised"):
         model = _model("tcurlora", device, sizes)
-        if variant == "materialised":
-            deltas: dict[int, torch.Tensor] = {}
-
-            def forward(self: SpectralLinear, x: torch.Tensor) -> torch.Tensor:
-                group = self._spectral_group[0]
-                if id(group) not in deltas:
-                    deltas[id(group)] = group.delta()
-                dW = deltas[id(group)][self.positions].reshape(self.out_features, self.in_features)
-                return F.linear(x, self.weight + dW.to(self.weight.dtype), self.bias)
-
-            SpectralLinear.forward = forward
-            model.register_forward_pre_hook(lambda m, a: deltas.clear())
-        try:
+        with materialised(model) if variant == "materialised" else contextlib.nullcontext():
             step_s, peak = _time_steps(_step_fn(model, device, sizes), device, sizes)
-        finally:
-            SpectralLinear.forward = original
         rows[variant] = {"step_ms": round(1000 * step_s, 1), "peak_mb": None if peak is None else round(peak)}
         del model
     rows["faster"] = min(("lowrank", "materialised"), key=lambda v: rows[v]["step_ms"])

@@ -537,3 +537,35 @@ def test_tied_weights_are_refused():
     model.vit.blocks[2].mlp.linear2.weight = model.vit.blocks[3].mlp.linear2.weight  # a shared parameter
     with pytest.raises(ValueError, match="vit.blocks.3.mlp.linear2 shares its weight with vit.blocks.2.mlp.linear2"):
         find_groups(model, VIT_GROUPS)
+
+
+def test_the_materialised_update_gives_the_low_rank_one():
+    """``spectral.materialised`` (W0 + dW per pass, the benchmarks' other path) computes the same outputs and
+    gradients as the low-rank operators, in float64, and leaves the layers as they were."""
+    from tcurseg.peft.spectral import SpectralLinear, materialised
+
+    class Blocks(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList(torch.nn.Linear(12, 12) for _ in range(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return sum(block(x) for block in self.blocks)
+
+    torch.manual_seed(0)
+    model = Blocks()
+    tcurseg.peft.apply(model, {"name": "tcurlora", "rank": 3, "groups": [{"name": "g", "targets": [r"^blocks\.\d+$"]}]})
+    model.double()
+    with torch.no_grad():
+        model.adapter_groups["g"].dU.real.normal_()
+    x = torch.randn(5, 12, dtype=torch.float64)
+    low = model(x)
+    low.sum().backward()
+    grad = model.adapter_groups["g"].dU.real.grad.clone()
+    model.zero_grad()
+    with materialised(model):
+        full = model(x)
+        full.sum().backward()
+    torch.testing.assert_close(full, low, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.adapter_groups["g"].dU.real.grad, grad, rtol=1e-10, atol=1e-12)
+    assert all("forward" not in vars(m) for m in model.modules() if isinstance(m, SpectralLinear))

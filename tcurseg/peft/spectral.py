@@ -13,10 +13,12 @@ they are recomputed per call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from tcurseg.peft.groups import WeightGroup
 from tcurseg.peft.layers import AdaptedLinear, replace_module
@@ -181,3 +183,29 @@ def merge_groups(model: nn.Module, sign: float) -> None:
             rows = delta[slots.positions].reshape(-1, delta.shape[-1])
             layer = slots.module
             layer.merge_delta(rows) if sign > 0 else layer.unmerge_delta(rows)
+
+
+@contextlib.contextmanager
+def materialised(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every spectral layer of ``model`` applies ``W0 + dW_l`` with dW materialised once per model
+    pass and group (:meth:`SpectralGroup.delta`), instead of the low-rank operators: the other way of applying the
+    same update, which ``scripts/bench_tcur_paths.py`` and ``scripts/gpu_check.py`` time against the low-rank one."""
+    deltas: dict[int, torch.Tensor] = {}
+
+    def forward(layer: SpectralLinear, x: torch.Tensor) -> torch.Tensor:
+        group = layer._spectral_group[0]
+        if id(group) not in deltas:
+            deltas[id(group)] = group.delta()
+        dW = deltas[id(group)][layer.positions].reshape(layer.out_features, layer.in_features)
+        return F.linear(x, layer.weight + dW.to(layer.weight.dtype), layer.bias)
+
+    layers = [m for m in model.modules() if isinstance(m, SpectralLinear)]
+    for layer in layers:
+        layer.forward = forward.__get__(layer)
+    hook = model.register_forward_pre_hook(lambda module, args: deltas.clear())
+    try:
+        yield model
+    finally:
+        hook.remove()
+        for layer in layers:
+            del layer.forward
