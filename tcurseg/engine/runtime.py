@@ -17,8 +17,9 @@ def resolve_device(name: str, local_rank: int = 0, launched: bool = False) -> to
     """The device of this process. ``auto``: CUDA when available, else the CPU. Under torchrun (``launched``) every
     process takes the GPU of its LOCAL_RANK, for ``auto`` and ``cuda`` alike (choose the GPUs with
     CUDA_VISIBLE_DEVICES); ``cuda:N`` is then refused, as it would put every rank on one GPU."""
-    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                          "cpu" if name == "auto" else name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():
