@@ -88,10 +88,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     dist = init_distributed(device)
     try:
         on_main(lambda: prepare_data(cfg.data, splits=("training", "validation", "test")), dist)
-        run_dir = on_main(lambda: run_folder(cfg, run_dir), dist)
+        folder = on_main(lambda: run_folder(cfg, run_dir), dist)
         with contextlib.ExitStack() as held:
-            on_main(lambda: held.enter_context(run_lock(run_dir)), dist)
-            return train_and_evaluate(cfg, run_dir, dist, device)
+            on_main(lambda: held.enter_context(run_lock(folder)), dist)
+            return train_and_evaluate(cfg, folder, dist, device)
     finally:
         shutdown(dist)
 
