@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,17 +90,16 @@ def load_data_list(path: str | Path, data_root: str | Path | None = None) -> dic
     return splits
 
 
-def write_atomically(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a hidden temporary file next to ``path``, flush it to disk, then rename it to ``path``: a
-    reader (or a later run) finds the old file, no file, or the whole new one, never a part; a process killed on the
-    way leaves only the hidden ``.<name>.<pid>.tmp``."""
+def replace_atomically(path: str | Path, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
+    """``write`` a hidden temporary file next to ``path`` (``.<name>.<pid><suffix>``), flush it to disk, then rename
+    it to ``path``: a reader (or a later run) finds the old file, no file, or the whole new one, never a part; a
+    process killed on the way leaves only the hidden temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -109,14 +108,19 @@ def write_atomically(path: str | Path, text: str) -> Path:
     return path
 
 
-def write_data_list(path: str | Path, splits: dict[str, list[dict]], extra: dict | None = None) -> Path:
-    """Write ``splits`` (and optional extra top-level keys) as an indented JSON data list, atomically
-    (:func:`write_atomically`)."""
+def data_list_text(splits: dict[str, list[dict]], extra: dict | None = None) -> str:
+    """``splits`` (and optional extra top-level keys) as the indented JSON of a data list."""
     content = {split: list(splits.get(split, [])) for split in SPLITS}
     content.update({k: v for k, v in splits.items() if k not in SPLITS})
     if extra:
         content.update(extra)
-    return write_atomically(path, json.dumps(content, indent=2) + "\n")
+    return json.dumps(content, indent=2) + "\n"
+
+
+def write_data_list(path: str | Path, splits: dict[str, list[dict]], extra: dict | None = None) -> Path:
+    """Write the data list of ``splits`` (:func:`data_list_text`) atomically (:func:`replace_atomically`)."""
+    text = data_list_text(splits, extra)
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _problems_error(layout: str, problems: Sequence[str]) -> DataError:

@@ -33,7 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +44,7 @@ from scipy import ndimage
 
 from tcurseg.data.atlas import HARVARD_OXFORD, MNI_TEMPLATE, atlas_file, harvard_oxford_index
 from tcurseg.data.errors import DataError
-from tcurseg.data.lists import write_data_list
+from tcurseg.data.lists import data_list_text, replace_atomically
 from tcurseg.machine import available_cpus
 
 GENERATOR_VERSION = 2
@@ -241,31 +241,17 @@ def make_subject(
     return _intensity(rng, image, brain), label, affine
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None], suffix: str = "") -> None:
-    """``write`` a hidden temporary file next to ``path`` (named after it and this process, ending with ``.partial``
-    and ``suffix``), flush it to disk, then rename it to ``path``: a reader sees the old file, no file, or the whole
-    new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}{suffix}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=4)
     img.set_sform(affine, code=4)
-    _replace_atomically(path, lambda tmp: nib.save(img, tmp), ".nii.gz")  # nibabel picks the format by extension
+    # nibabel picks the format by the extension
+    replace_atomically(path, lambda tmp: nib.save(img, tmp), PARTIAL_SUFFIX + ".nii.gz")
 
 
 def _write_text(path: Path, text: str) -> None:
-    _replace_atomically(path, lambda tmp: tmp.write_text(text))
+    replace_atomically(path, lambda tmp: tmp.write_text(text), PARTIAL_SUFFIX)
 
 
 def _subject_files(out: Path, i: int) -> tuple[Path, Path]:
@@ -353,7 +339,8 @@ def generate(
         split: [{"id": s, "image": f"{s}/{s}_img.nii.gz", "label": f"{s}/{s}_mask.nii.gz"} for s in subs]
         for split, subs in parts.items()
     }
-    _replace_atomically(list_path, lambda tmp: write_data_list(tmp, entries, extra={"synth": params}))
+    text = data_list_text(entries, extra={"synth": params})
+    replace_atomically(list_path, lambda tmp: tmp.write_text(text), PARTIAL_SUFFIX)
     progress.unlink(missing_ok=True)
     return list_path
 
