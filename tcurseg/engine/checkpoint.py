@@ -8,26 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tcurseg.data.lists import replace_atomically
 from tcurseg.engine.errors import CheckpointWriteError
 
 log = logging.getLogger(__name__)
 
 _PATTERN = re.compile(r"^ckpt_epoch(\d{4,})(?:_step(\d{6,}))?\.pt$")
-FILE_MODE = 0o644
-"""Checkpoints and model files are readable by the group and others (mkstemp alone would leave 0600)."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def checkpoint_path(run_dir: str | Path, epoch: int, step: int = 0) -> Path:
     """Path of the checkpoint after ``epoch`` epochs and ``step`` steps of the next: ``run_dir/ckpt_epoch{epoch:04d}.pt``
     at an epoch's end, ``run_dir/ckpt_epoch{epoch:04d}_step{step:06d}.pt`` mid-epoch."""
@@ -35,27 +25,21 @@ def checkpoint_path(run_dir: str | Path, epoch: int, step: int = 0) -> Path:
 
 
 def save_atomic(obj: object, path: str | Path) -> Path:
-    """``torch.save`` ``obj`` to ``path`` atomically: a temp file in the same folder, flushed and fsynced, then
-    ``os.replace``. On any failure the temp file is removed and a previous file at ``path`` stays intact; a failure to
-    write (``OSError``: a full disk) is raised as :class:`CheckpointWriteError` with one line naming the file."""
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`tcurseg.data.lists.replace_atomically`: a hidden temporary
+    file in the same folder, flushed and fsynced, then ``os.replace``; the folder is fsynced too). On any failure the
+    temporary file is removed and a previous file at ``path`` stays intact; a failure to write (``OSError``: a full
+    disk) is raised as :class:`CheckpointWriteError` with one line naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(fd, FILE_MODE & ~_umask())
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+    try:
+        replace_atomically(path, write)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CheckpointWriteError(f"could not write {path}: {err.strerror or err}; the files written before it are "
                                    "intact") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
