@@ -5,7 +5,6 @@ import torch
 
 from tcurseg.tensor import (
     apply_lowrank,
-    cur_factors,
     irfft_stack,
     lowrank_operators,
     num_slices,
@@ -14,6 +13,8 @@ from tcurseg.tensor import (
     select_inverse_probability,
     select_top_norm,
     slice_multiplicity,
+    spectral_column_norms,
+    spectral_cur_factors,
     spectral_delta,
     spectral_svd,
     spectral_svd_reconstruct,
@@ -99,7 +100,7 @@ def test_rfft_update_equals_complex_fft_reference(L):
 
     Dh = rfft_stack(W)
     assert Dh.shape == (K, m, n)
-    I, J = select_top_norm(Dh, r, L)
+    I, J = select_top_norm(W, r)
 
     # reference: full complex FFT (all L slices)
     D = torch.fft.fft(W, dim=0)
@@ -122,7 +123,8 @@ def test_rfft_update_equals_complex_fft_reference(L):
     dW_ref = dW_c.real
     assert dW_ref.abs().max().item() > 1e-2  # non-trivial update
 
-    Ch, Rh = cur_factors(Dh, I, J)
+    Ch, Rh = spectral_cur_factors(W, I, J)
+    assert torch.allclose(Ch, Dh[:, :, I], rtol=0, atol=1e-12) and torch.allclose(Rh, Dh[:, J, :], rtol=0, atol=1e-12)
     dW = spectral_delta(Ch, dU_half, Rh, L)
     assert dW.shape == (L, m, n) and dW.dtype == DT
     assert (dW - dW_ref).abs().max().item() < 1e-10
@@ -149,16 +151,26 @@ def test_irfft_ignores_nothing_of_the_trained_half_spectrum(L):
     assert (rfft_stack(irfft_stack(D, L)) - D).abs().max().item() < 1e-12
 
 
+@pytest.mark.parametrize("L, m, block_rows", [(1, 7, 3), (5, 9, 4), (6, 10, 32), (12, 33, 8)])
+def test_spectral_column_norms_equal_the_norms_of_the_whole_spectrum(L, m, block_rows):
+    """Block by block of rows (block sizes that do and do not divide m, and one larger than m) = one transform."""
+    W = torch.randn(L, m, 5, generator=torch.Generator().manual_seed(L), dtype=DT)
+    expected = torch.linalg.vector_norm(rfft_stack(W), dim=1)
+    norms = spectral_column_norms(W, block_rows)
+    assert norms.shape == (num_slices(L), 5)
+    torch.testing.assert_close(norms, expected, rtol=1e-13, atol=0)
+
+
 def test_select_top_norm_known_indices_plain_matrix():
     col = torch.tensor([1.0, 9.0, 2.0, 7.0, 3.0, 8.0, 0.5, 4.0], dtype=DT)
     row = torch.tensor([2.0, 6.0, 1.0, 5.0, 9.0, 3.0], dtype=DT)
     W = row[:, None] * col[None, :]
-    I, J = select_top_norm(W.unsqueeze(0), 3, 1)
+    I, J = select_top_norm(W.unsqueeze(0), 3)
     assert I.tolist() == [1, 3, 5]
     assert J.tolist() == [1, 3, 4]
     assert I.dtype == torch.int64
     with pytest.raises(ValueError, match="rank"):
-        select_top_norm(W.unsqueeze(0), 7, 1)
+        select_top_norm(W.unsqueeze(0), 7)
 
 
 def test_select_top_norm_weights_complex_slices_twice():
@@ -169,10 +181,10 @@ def test_select_top_norm_weights_complex_slices_twice():
     Dh[1, :, 1] = 1.0j / m ** 0.5  # column 1: norm 1.0 in a complex slice -> score 2.0
     Dh[2, :, 2] = 1.8 / m ** 0.5  # column 2: norm 1.8 in a real slice     -> score 1.8
     Dh[0, :, 3] = 0.1
-    Dh = rfft_stack(irfft_stack(Dh, L))  # a genuine half spectrum of a real tensor
-    I, _ = select_top_norm(Dh, 1, L)
+    W = irfft_stack(Dh, L)  # the real tensor whose half spectrum is Dh
+    I, _ = select_top_norm(W, 1)
     assert I.tolist() == [1]
-    I, _ = select_top_norm(Dh, 2, L)
+    I, _ = select_top_norm(W, 2)
     assert I.tolist() == [1, 2]
 
 
@@ -185,14 +197,14 @@ def test_select_inverse_probability_seeded_and_prefers_low_norm():
     D = (row[:, None] * col[None, :]).unsqueeze(0)
     r = 4
 
-    a = select_inverse_probability(D, r, 1, torch.Generator().manual_seed(7))
-    b = select_inverse_probability(D, r, 1, torch.Generator().manual_seed(7))
+    a = select_inverse_probability(D, r, torch.Generator().manual_seed(7))
+    b = select_inverse_probability(D, r, torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].tolist() == sorted(a[0].tolist()) and len(a[0]) == r  # sorted; repeats allowed (with replacement)
 
     # different seeds give different selections (on a flat score, where nothing is forced)
     flat = torch.ones(1, 20, 40, dtype=DT)
-    draws = {tuple(select_inverse_probability(flat, 5, 1, torch.Generator().manual_seed(s))[0].tolist())
+    draws = {tuple(select_inverse_probability(flat, 5, torch.Generator().manual_seed(s))[0].tolist())
              for s in range(10)}
     assert len(draws) >= 5
 
@@ -201,7 +213,7 @@ def test_select_inverse_probability_seeded_and_prefers_low_norm():
     g = torch.Generator().manual_seed(123)
     hits_c = hits_r = total = 0
     for _ in range(200):
-        I, J = select_inverse_probability(D, r, 1, g)
+        I, J = select_inverse_probability(D, r, g)
         hits_c += sum(i in low_cols for i in I.tolist())
         hits_r += sum(j in low_rows for j in J.tolist())
         total += r
@@ -225,5 +237,5 @@ def test_inverse_probabilities_follow_the_published_rule():
     expected = 1.0 / (energy + 0.001)
     torch.testing.assert_close(probs, expected / expected.sum(), rtol=1e-12, atol=0)
     # with replacement: 30 draws out of 40 columns repeat some of them
-    I, _ = select_inverse_probability(W.unsqueeze(0), 30, 1, torch.Generator().manual_seed(1))
+    I, _ = select_inverse_probability(W.unsqueeze(0), 30, torch.Generator().manual_seed(1))
     assert len(set(I.tolist())) < 30

@@ -32,7 +32,7 @@ class CURLinear(AdaptedLinear):
     def __init__(self, base: nn.Linear, rank: int, generator: torch.Generator) -> None:
         super().__init__(base)
         with torch.no_grad():
-            I, J = select_inverse_probability(self._spectral_weight().unsqueeze(0), rank, 1, generator)
+            I, J = select_inverse_probability(self._spectral_weight().unsqueeze(0), rank, generator)
         self.register_buffer("col_index", I)
         self.register_buffer("row_index", J)
         self.register_buffer("C", torch.empty(0), persistent=False)

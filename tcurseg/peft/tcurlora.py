@@ -19,7 +19,7 @@ from torch import nn
 from tcurseg.peft.config import AdapterConfig
 from tcurseg.peft.groups import WeightGroup, find_groups
 from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, stacked_spectral_weight
-from tcurseg.tensor import cur_factors, rfft_stack, select_inverse_probability, select_top_norm
+from tcurseg.tensor import select_inverse_probability, select_top_norm, spectral_cur_factors
 
 Selection = Literal["top_norm", "inverse_probability"]
 
@@ -40,23 +40,22 @@ class TCURGroup(SpectralGroup):
     def __init__(self, group: WeightGroup, rank: int, selection: Selection, seed: int) -> None:
         super().__init__(group)
         with torch.no_grad():
-            D = rfft_stack(stacked_spectral_weight(group))
+            W = stacked_spectral_weight(group)
             if selection == "top_norm":
-                I, J = select_top_norm(D, rank, self.L)
+                I, J = select_top_norm(W, rank)
             else:
-                I, J = select_inverse_probability(D, rank, self.L, torch.Generator().manual_seed(seed))
+                I, J = select_inverse_probability(W, rank, torch.Generator().manual_seed(seed))
+            C, R = spectral_cur_factors(W, I, J)
         self.register_buffer("col_index", I)
         self.register_buffer("row_index", J)
-        C, R = cur_factors(D, I, J)
         self.register_buffer("C", C, persistent=False)
         self.register_buffer("R", R, persistent=False)
-        self.dU = HalfSpectrumParameter(torch.zeros(self.K, rank, rank, dtype=D.dtype, device=D.device), self.L)
+        self.dU = HalfSpectrumParameter(torch.zeros(self.K, rank, rank, dtype=C.dtype, device=C.device), self.L)
 
     @torch.no_grad()
     def rebuild(self) -> None:
         """C, R from the current (unmerged) base weights and the recorded indices I, J."""
-        D = rfft_stack(stacked_spectral_weight(self.weight_group))
-        self.C, self.R = cur_factors(D, self.col_index, self.row_index)
+        self.C, self.R = spectral_cur_factors(stacked_spectral_weight(self.weight_group), self.col_index, self.row_index)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.C, self.dU(), self.R

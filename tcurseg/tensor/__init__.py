@@ -1,6 +1,12 @@
 """Pure tensor math for tensor-based adapters: t-product ops along mode 0 (real FFT), t-SVD and tensor CUR."""
 
-from tcurseg.tensor.cur import cur_factors, select_inverse_probability, select_top_norm
+from tcurseg.tensor.cur import (
+    cur_factors,
+    select_inverse_probability,
+    select_top_norm,
+    spectral_column_norms,
+    spectral_cur_factors,
+)
 from tcurseg.tensor.fourier import (
     apply_lowrank,
     irfft_stack,
@@ -27,6 +33,8 @@ __all__ = [
     "select_inverse_probability",
     "select_top_norm",
     "slice_multiplicity",
+    "spectral_column_norms",
+    "spectral_cur_factors",
     "spectral_delta",
     "spectral_dtype",
     "spectral_svd",
