@@ -569,3 +569,27 @@ def test_the_materialised_update_gives_the_low_rank_one():
     torch.testing.assert_close(full, low, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(model.adapter_groups["g"].dU.real.grad, grad, rtol=1e-10, atol=1e-12)
     assert all("forward" not in vars(m) for m in model.modules() if isinstance(m, SpectralLinear))
+
+
+def test_a_training_pass_makes_the_mixing_gradient_once_per_group_not_once_per_layer():
+    """Each member layer takes its own slice of the group's mixing tensor (L x K x 2s x 2s) through one split per pass:
+    the backward then joins the slices' gradients once. Indexing it per layer made a full-size zero gradient for each
+    of the 24 attention layers (and 12 of each MLP group) and summed them."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model = adapted("tcurlora")
+    L, K, two_s = 48, num_slices(48), 2 * RANK
+    full_size: list[str] = []
+
+    class FullSizeOutputs(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and tuple(out.shape) == (L, K, two_s, two_s) and not out._is_view():
+                full_size.append(str(func))
+            return out
+
+    model.train()
+    loss = model(x_input()).square().mean()
+    with FullSizeOutputs():
+        loss.backward()
+    assert 1 <= len(full_size) <= 6, full_size

@@ -82,7 +82,7 @@ class SpectralGroup(nn.Module):
         self.K = num_slices(self.L)
         self._group = group
         self._in_pass = False
-        self._operators: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._operators: tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor] | None = None
 
     @property
     def weight_group(self) -> WeightGroup:
@@ -100,12 +100,15 @@ class SpectralGroup(nn.Module):
         """Half-spectrum factors (C: K x m x s, M: K x s x s, R: K x s x n), complex, with dW = irfft(C M R)."""
         raise NotImplementedError
 
-    def operators(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(down, mix, up) of :func:`lowrank_operators`, cached for the current model forward pass."""
+    def operators(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
+        """(down, mix, up) of :func:`lowrank_operators`, with ``mix`` split into one piece per member module (its
+        ``positions``), cached for the current model forward pass. One split per pass, not an index per layer: the
+        backward joins the pieces' gradients once instead of making a full-size zero gradient for every layer."""
         if self._operators is not None:
             return self._operators
         with torch.autocast(device_type=self._device_type(), enabled=False):
-            ops = lowrank_operators(*self.factors(), self.L)
+            down, mix, up = lowrank_operators(*self.factors(), self.L)
+        ops = down, mix.split([slots.num_chunks for slots in self._group.modules]), up
         if self._in_pass:
             self._operators = ops
         return ops
@@ -126,16 +129,18 @@ class SpectralGroup(nn.Module):
 
 
 class SpectralLinear(AdaptedLinear):
-    """A member layer of a :class:`SpectralGroup`: its rows are the stacked matrices at ``positions``."""
+    """A member layer of a :class:`SpectralGroup`: its rows are the stacked matrices at the ``positions`` of member
+    ``member`` of the group."""
 
-    def __init__(self, base: nn.Linear, group: SpectralGroup, positions: list[int]) -> None:
+    def __init__(self, base: nn.Linear, group: SpectralGroup, member: int) -> None:
         super().__init__(base)
         self._spectral_group = (group,)
-        self.register_buffer("positions", torch.tensor(positions, device=base.weight.device), persistent=False)
+        self.member = member
+        """Index of this module among the group's members (``group.weight_group.modules``)."""
 
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
-        down, mix, up = self._spectral_group[0].operators()
-        return apply_lowrank(x, down.to(x.dtype), mix[self.positions].to(x.dtype), up.to(x.dtype))
+        down, mixes, up = self._spectral_group[0].operators()
+        return apply_lowrank(x, down.to(x.dtype), mixes[self.member].to(x.dtype), up.to(x.dtype))
 
 
 def install(model: nn.Module, groups: dict[str, SpectralGroup]) -> None:
@@ -143,8 +148,8 @@ def install(model: nn.Module, groups: dict[str, SpectralGroup]) -> None:
     and add the root hooks that open and close a forward pass."""
     model.add_module(GROUPS_ATTR, nn.ModuleDict(groups))
     for group in groups.values():
-        for slots in group.weight_group.modules:
-            layer = SpectralLinear(slots.module, group, slots.positions)
+        for member, slots in enumerate(group.weight_group.modules):
+            layer = SpectralLinear(slots.module, group, member)
             replace_module(model, slots.name, layer)
             slots.module = layer
 
@@ -190,13 +195,13 @@ def materialised(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, every spectral layer of ``model`` applies ``W0 + dW_l`` with dW materialised once per model
     pass and group (:meth:`SpectralGroup.delta`), instead of the low-rank operators: the other way of applying the
     same update, which ``scripts/bench_tcur_paths.py`` and ``scripts/gpu_check.py`` time against the low-rank one."""
-    deltas: dict[int, torch.Tensor] = {}
+    deltas: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def forward(layer: SpectralLinear, x: torch.Tensor) -> torch.Tensor:
         group = layer._spectral_group[0]
         if id(group) not in deltas:
-            deltas[id(group)] = group.delta()
-        dW = deltas[id(group)][layer.positions].reshape(layer.out_features, layer.in_features)
+            deltas[id(group)] = group.delta().split([slots.num_chunks for slots in group.weight_group.modules])
+        dW = deltas[id(group)][layer.member].reshape(layer.out_features, layer.in_features)
         return F.linear(x, layer.weight + dW.to(layer.weight.dtype), layer.bias)
 
     layers = [m for m in model.modules() if isinstance(m, SpectralLinear)]
