@@ -57,11 +57,28 @@ def init_distributed(device: torch.device) -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        store = _store_of_this_attempt()
+        group = {} if store is None else {"store": store, "rank": int(os.environ["RANK"]),
+                                          "world_size": int(os.environ["WORLD_SIZE"])}
         if device.type == "cuda":
-            dist.init_process_group("nccl", timeout=TIMEOUT, device_id=device)
+            dist.init_process_group("nccl", timeout=TIMEOUT, device_id=device, **group)
         else:
-            dist.init_process_group("gloo", timeout=TIMEOUT)
+            dist.init_process_group("gloo", timeout=TIMEOUT, **group)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank(), device, True)
+
+
+def _store_of_this_attempt() -> dist.Store | None:
+    """torchrun's own TCPStore under a prefix of this restart attempt, when torchrun shares it with its workers (the
+    default since torch 2.4); None otherwise (the ``env://`` rendezvous then makes its own store).
+
+    The shared store outlives a restart (``--max-restarts``), and torch adds no per-attempt prefix to it, so the
+    restarted workers would read the process-group addresses of the attempt that failed ("Gloo connectFullMesh failed
+    ... Connection refused", pytorch/pytorch#135712). The prefix is the one torch < 2.4 used."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                          is_master=False, timeout=TIMEOUT)
+    return dist.PrefixStore(f"/worker/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
