@@ -161,6 +161,21 @@ def test_spectral_column_norms_equal_the_norms_of_the_whole_spectrum(L, m, block
     torch.testing.assert_close(norms, expected, rtol=1e-13, atol=0)
 
 
+def test_a_stack_given_as_its_parts_selects_and_factors_as_the_whole_stack():
+    """W as the matrices of its member modules (1, 3, 1, 3, ... along mode 0, as out_proj and qkv) = W as one tensor."""
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(8, 10, 6, generator=g, dtype=DT) * torch.linspace(0.5, 3.0, 6, dtype=DT)
+    parts = list(W.split([1, 3, 1, 3]))
+    I, J = select_top_norm(W, 3)
+    assert [t.tolist() for t in select_top_norm(parts, 3)] == [I.tolist(), J.tolist()]
+    for whole, split in zip(spectral_cur_factors(W, I, J), spectral_cur_factors(parts, I, J)):
+        assert torch.equal(whole, split)
+    torch.testing.assert_close(spectral_column_norms(parts, 4), spectral_column_norms(W, 4), rtol=1e-14, atol=0)
+    a = select_inverse_probability(W, 3, torch.Generator().manual_seed(1))
+    b = select_inverse_probability(parts, 3, torch.Generator().manual_seed(1))
+    assert [t.tolist() for t in a] == [t.tolist() for t in b]
+
+
 def test_select_top_norm_known_indices_plain_matrix():
     col = torch.tensor([1.0, 9.0, 2.0, 7.0, 3.0, 8.0, 0.5, 4.0], dtype=DT)
     row = torch.tensor([2.0, 6.0, 1.0, 5.0, 9.0, 3.0], dtype=DT)

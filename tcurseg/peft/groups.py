@@ -54,10 +54,14 @@ class WeightGroup:
         first = self.modules[0]
         return first.module.out_features // first.num_chunks, first.module.in_features
 
+    def parts(self) -> list[torch.Tensor]:
+        """Each member's matrices as a num_chunks x m x n view of its weight, in member order: the stack's parts along
+        mode 0, without the copy that :meth:`stacked_weight` makes."""
+        return [s.module.weight.reshape(s.num_chunks, *self.shape) for s in self.modules]
+
     def stacked_weight(self) -> torch.Tensor:
         """The group as an L x m x n tensor, in member order."""
-        blocks = [s.module.weight.reshape(s.num_chunks, *self.shape) for s in self.modules]
-        return torch.cat(blocks, dim=0)
+        return torch.cat(self.parts(), dim=0)
 
 
 def _split_count(name: str, split: Mapping[str, int]) -> int:

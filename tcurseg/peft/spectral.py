@@ -55,6 +55,12 @@ def stacked_spectral_weight(group: WeightGroup) -> torch.Tensor:
     return W.to(spectral_dtype(W.dtype))
 
 
+def spectral_parts(group: WeightGroup) -> list[torch.Tensor]:
+    """The group's parts along mode 0 (:meth:`WeightGroup.parts`), detached, at the precision its spectrum is computed
+    in (views of the weights, no copy, for float32 and float64 weights)."""
+    return [part.detach().to(spectral_dtype(part.dtype)) for part in group.parts()]
+
+
 def _spectral_cast(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """``fn`` (a ``Module._apply`` conversion) as it must act on spectral tensors: the device is what ``fn`` gives,
     the real precision is :func:`spectral_dtype` of what ``fn`` makes of a real tensor of the same precision, and a

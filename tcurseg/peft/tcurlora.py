@@ -18,7 +18,7 @@ from torch import nn
 
 from tcurseg.peft.config import AdapterConfig
 from tcurseg.peft.groups import WeightGroup, find_groups
-from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, stacked_spectral_weight
+from tcurseg.peft.spectral import HalfSpectrumParameter, SpectralGroup, install, merge_groups, spectral_parts
 from tcurseg.tensor import select_inverse_probability, select_top_norm, spectral_cur_factors
 
 Selection = Literal["top_norm", "inverse_probability"]
@@ -40,7 +40,7 @@ class TCURGroup(SpectralGroup):
     def __init__(self, group: WeightGroup, rank: int, selection: Selection, seed: int) -> None:
         super().__init__(group)
         with torch.no_grad():
-            W = stacked_spectral_weight(group)
+            W = spectral_parts(group)
             if selection == "top_norm":
                 I, J = select_top_norm(W, rank)
             else:
@@ -55,7 +55,7 @@ class TCURGroup(SpectralGroup):
     @torch.no_grad()
     def rebuild(self) -> None:
         """C, R from the current (unmerged) base weights and the recorded indices I, J."""
-        self.C, self.R = spectral_cur_factors(stacked_spectral_weight(self.weight_group), self.col_index, self.row_index)
+        self.C, self.R = spectral_cur_factors(spectral_parts(self.weight_group), self.col_index, self.row_index)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.C, self.dU(), self.R
