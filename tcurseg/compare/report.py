@@ -61,13 +61,14 @@ def cost_section(bench: Path, network: str) -> list[str]:
     data = json.loads(bench.read_text())
     methods, lora = data["methods"], data["methods"]["lora"]
     model = " --model swin_unetr" if "swin" in bench.stem else ""
-    cmd = (f"python scripts/bench_methods.py{model} --size {data['size']} --rank {data['rank']} --device "
-           f"{data['device']} --threads {data['threads']} --steps {data['steps']} --warmup {data['warmup']} "
-           f"--json docs/{bench.name}")
+    batch = data.get("batch", 1)
+    cmd = (f"python scripts/bench_methods.py{model} --size {data['size']} --rank {data['rank']}"
+           f"{f' --batch {batch}' if batch != 1 else ''} --device {data['device']} --threads {data['threads']} "
+           f"--steps {data['steps']} --warmup {data['warmup']} --json docs/{bench.name}")
     body = [[NAMES[name], f"{m['adapter']:,}", f"{m['step_s']:.2f}", f"{m['step_s'] / lora['step_s']:.2f}",
              f"{m['train_mb'] / lora['train_mb']:.2f}"] for name in ALL_METHODS if (m := methods.get(name))]
     return [f"## Cost ({network})", "",
-            f"`{cmd}` measures this table (r = {data['rank']}, batch 1, {data['device']} with {data['threads']} "
+            f"`{cmd}` measures this table (r = {data['rank']}, batch {batch}, {data['device']} with {data['threads']} "
             "threads, every method in one interleaved run; the demo's small networks are too small for their costs "
             "to mean much).", "",
             *table(["method", "adapter params", "step s", "step x LoRA", "training memory x LoRA"], body,
