@@ -68,6 +68,8 @@ class Check:
             result = {"ok": True, **self.fn(device, sizes, workdir)}
         except Exception as err:  # a failed check is reported, the others still run
             result = {"ok": False, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-3000:]}
+            if isinstance(err, SubprocessFailed):
+                result["output"] = err.output
         result["seconds"] = round(time.perf_counter() - start, 1)
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -103,12 +105,27 @@ def versions(device: torch.device, sizes: dict, workdir: Path) -> dict:
     return info
 
 
+class SubprocessFailed(RuntimeError):
+    """A command of a check exited non-zero; ``output`` is the end of what it printed (kept in the report, since the
+    log folder does not outlive the run)."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+NOT_THE_CAUSE = ("Set the environment variable HYDRA_FULL_ERROR", "=====", "-----")
+"""Lines that end a failed command's output without saying what failed (Hydra's hint, torchrun's banners)."""
+
+
 def _run(command: list[str], log: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode} (log {log}): {proc.stderr.strip().splitlines()[-1:]}")
+        lines = proc.stderr.strip().splitlines()
+        cause = next((line for line in reversed(lines) if line.strip() and not line.startswith(NOT_THE_CAUSE)), "")
+        raise SubprocessFailed(f"exit {proc.returncode}: {cause}", "\n".join(lines[-80:]))
     return proc
 
 
@@ -335,7 +352,8 @@ def summary_lines(report: dict) -> list[str]:
     lines = [f"{'check':12s} {'ok':4s} {'s':>6s}  result", "-" * 100]
     for name, result in report["checks"].items():
         shown = result.get("error") or result.get("skipped") or ", ".join(
-            f"{k}={_short(v)}" for k, v in result.items() if k not in ("ok", "seconds", "rows", "trace", "counts"))
+            f"{k}={_short(v)}" for k, v in result.items()
+            if k not in ("ok", "seconds", "rows", "trace", "counts", "output"))
         lines.append(f"{name:12s} {'yes' if result['ok'] else 'NO':4s} {result['seconds']:6.1f}  {shown[:200]}")
     rows = report["checks"].get("methods", {}).get("rows")
     if rows:
@@ -379,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary_lines(report)))
     for name, result in report["checks"].items():
         if not result["ok"]:
-            print(f"\n{name} failed:\n{result['trace']}", file=sys.stderr)
+            print(f"\n{name} failed:\n{result.get('output') or result['trace']}", file=sys.stderr)
     print(f"\n{'all checks passed' if report['ok'] else 'FAILED'}; report: {args.out}")
     return 0 if report["ok"] else 1
 

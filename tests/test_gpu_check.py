@@ -44,3 +44,26 @@ def test_gpu_check_refuses_cuda_where_there_is_none(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--out", str(tmp_path / "x.json")],
                           cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
+
+
+def test_a_failed_command_brings_its_cause_and_output_into_the_report(tmp_path):
+    """Only the report comes back from a GPU machine: the cause is the last line that says something (not Hydra's
+    hint nor torchrun's banner), and the end of the output is kept."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    script = ("import sys; print('RuntimeError: Skimage.measure required.', file=sys.stderr); "
+              "print('Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.', file=sys.stderr); "
+              "print('=' * 60, file=sys.stderr); sys.exit(1)")
+
+    def failing(device, sizes, workdir):
+        gpu_check._run([sys.executable, "-c", script], workdir / "failing.log")
+        return {}
+
+    result = gpu_check.Check("failing", failing)(__import__("torch").device("cpu"), {}, tmp_path)
+    assert not result["ok"]
+    assert result["error"] == "SubprocessFailed: exit 1: RuntimeError: Skimage.measure required."
+    assert result["output"].splitlines()[0] == "RuntimeError: Skimage.measure required."
+    assert "failing" in gpu_check.summary_lines({"checks": {"failing": result}})[2]
