@@ -7,8 +7,7 @@ adapter.
 
 For every method: trainable parameters (adapter / decoder), init time of ``tcurseg.peft.apply`` (s), the median time
 of a training step (forward + DiceCE loss + backward + Adam step, ``--batch`` cases (default 1), random input and
-labels), the peak memory
-of training, and the eval-forward time of the merged model against the plain base model.
+labels), the peak memory of training, and the eval-forward time of the merged model against the plain base model.
 
 How it is measured (and why):
 - Every method lives in its own worker process for the whole run (plus one worker holding the plain base model).
@@ -80,13 +79,7 @@ def _worker(conn, method: str, opts: dict) -> None:
 
     from tcurseg.models import build_network, cnn_presets
     from tcurseg.models.swin_unetr import ADAPTER_GROUPS
-    from tcurseg.peft import (
-        VIT_GROUPS,
-        apply,
-        merge,
-        trainable_parameters,
-        trainable_report,
-    )
+    from tcurseg.peft import VIT_GROUPS, apply, merge, trainable_parameters, trainable_report
 
     device = torch.device(opts["device"])
     cuda = device.type == "cuda"
@@ -222,8 +215,9 @@ def main(argv: list[str] | None = None) -> dict:
             "threads": args.threads, "amp": args.amp}
     dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor()
     print(f"{model_label} roi {size}^3 on {device} ({dev_name or platform.machine()}), rank {args.rank}, "
-          f"batch {args.batch}, threads {args.threads or torch.get_num_threads()}, amp {args.amp and device.startswith('cuda')}, "
-          f"{args.warmup} warm-up + {args.steps} timed rounds", flush=True)
+          f"batch {args.batch}, threads {args.threads or torch.get_num_threads()}, "
+          f"amp {args.amp and device.startswith('cuda')}, {args.warmup} warm-up + {args.steps} timed rounds",
+          flush=True)
 
     ctx = mp.get_context("spawn")
     workers: dict[str, tuple] = {}
@@ -328,7 +322,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = {
         "model": args.model, "device": device, "device_name": dev_name, "size": size, "rank": args.rank,
-        "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "threads": args.threads or torch.get_num_threads(),
+        "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+        "threads": args.threads or torch.get_num_threads(),
         "amp": bool(args.amp and device.startswith("cuda")), "torch": torch.__version__,
         "memory": "cuda max_memory_allocated" if device.startswith("cuda") else "per-process VmHWM over timed steps",
         "base_infer_s": base_infer, "base_infer_s_all": infer[BASE], "methods": results, "table": table,
