@@ -49,16 +49,15 @@ class HalfSpectrumParameter(nn.Module):
         return torch.complex(self.real, imag)
 
 
-def stacked_spectral_weight(group: WeightGroup) -> torch.Tensor:
-    """The group's L x m x n stack, detached, at the precision its spectrum is computed in."""
-    W = group.stacked_weight().detach()
-    return W.to(spectral_dtype(W.dtype))
-
-
 def spectral_parts(group: WeightGroup) -> list[torch.Tensor]:
     """The group's parts along mode 0 (:meth:`WeightGroup.parts`), detached, at the precision its spectrum is computed
     in (views of the weights, no copy, for float32 and float64 weights)."""
     return [part.detach().to(spectral_dtype(part.dtype)) for part in group.parts()]
+
+
+def stacked_spectral_weight(group: WeightGroup) -> torch.Tensor:
+    """The group's L x m x n stack (:func:`spectral_parts` concatenated)."""
+    return torch.cat(spectral_parts(group))
 
 
 def _spectral_cast(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
